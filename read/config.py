@@ -1,0 +1,438 @@
+"""Typed configuration: one dataclass schema, YAML instances with single inheritance, ``key=value`` overrides.
+
+A YAML file is an instance of :class:`ReadConfig`. It may name one parent with ``_base_: relative/path.yaml``;
+the parent is loaded first (recursively) and the child's mapping is merged into it key by key. Command-line
+overrides are dotted ``key=value`` pairs whose values are parsed as YAML scalars (``true``, ``3``, ``1e-4``,
+``[a, b]``, ``null``). Unknown keys and values of the wrong type raise :class:`ConfigError` naming the key.
+
+Every run writes its resolved config (``save_config``); ``load_config(run_dir / "config.yaml")`` rebuilds it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import re
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+
+
+class ConfigError(ValueError):
+    """A configuration file or override is invalid; the message names the key and, where known, the file."""
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Schema
+# --------------------------------------------------------------------------------------------------------------
+
+
+@dataclass
+class TinyLlavaConfig:
+    """Sizes of a randomly initialised LLaVA (tests, quickstart). Vocabulary size comes from the tokenizer."""
+
+    hidden_size: int = 64
+    intermediate_size: int = 128
+    num_hidden_layers: int = 2
+    num_attention_heads: int = 4
+    vision_hidden_size: int = 32
+    vision_intermediate_size: int = 64
+    vision_num_hidden_layers: int = 2
+    vision_num_attention_heads: int = 2
+    image_size: int = 112
+    """CLIP input side (the real model: 336)."""
+    patch_size: int = 14
+    tokenizer_vocab_size: int = 600
+    """Size of the SentencePiece model trained in memory for the tiny tokenizer."""
+
+
+@dataclass
+class VLMConfig:
+    """The LLaVA-1.5 backbone (transformers' native ``LlavaForConditionalGeneration``)."""
+
+    pretrained: str | None = "llava-hf/llava-1.5-7b-hf"
+    """Hub id or local directory in llava-hf layout. ``null`` builds a random model from ``tiny``."""
+    tokenizer: str | None = None
+    """Directory holding ``tokenizer.model`` (SentencePiece). Defaults to ``pretrained``."""
+    tiny: TinyLlavaConfig | None = None
+    dtype: Literal["fp32", "bf16", "fp16"] = "bf16"
+    attn_implementation: Literal["auto", "sdpa", "eager", "flash_attention_2"] = "auto"
+    """``auto``: flash_attention_2 when CUDA and flash-attn are available, else sdpa."""
+    use_im_start_end: bool = True
+    """Official: ``<image>`` is wrapped as ``<im_start><image><im_end>`` (spec 1.2)."""
+    conv_template: Literal["llava_v1", "vicuna_v1"] = "llava_v1"
+    """llava_v1 is the training prompt; vicuna_v1 is what the official test/demo scripts use (spec 4.5)."""
+    seg_token: str = "[SEG]"
+    image_token: str = "<image>"
+    pad_token: str = "<unk>"
+    """Official: pad = unk (id 0)."""
+    seg_query: Literal["before", "on"] = "before"
+    """``before``: the hidden state of the token preceding [SEG] (official, spec 1.7); ``on``: [SEG] itself."""
+    mean_resizing: bool = False
+    """Initialisation of new embedding rows. Official (transformers 4.31): Normal(0, 0.02), i.e. not mean-resized."""
+    gradient_checkpointing: bool = False
+    model_max_length: int = 2048
+    """Maximum length in tokens after image expansion."""
+
+
+@dataclass
+class TinySamConfig:
+    img_size: int = 128
+    patch_size: int = 16
+    encoder_dim: int = 32
+    encoder_depth: int = 2
+    encoder_heads: int = 2
+    window_size: int = 4
+    prompt_dim: int = 256
+    decoder_mlp_dim: int = 64
+
+
+@dataclass
+class SamConfig:
+    """SAM head built from the unmodified ``segment_anything`` classes."""
+
+    variant: Literal["vit_h", "vit_l", "vit_b", "tiny"] = "vit_h"
+    checkpoint: str | None = "sam_vit_h_4b8939.pth"
+    """Path to the SAM state dict. ``null`` leaves SAM randomly initialised (tests, or weights loaded later)."""
+    tiny: TinySamConfig | None = None
+    encoder_batch_size: int = 4
+    """Images per chunk through the frozen image encoder."""
+
+
+@dataclass
+class LoRAConfig:
+    enabled: bool = True
+    r: int = 8
+    alpha: int = 16
+    dropout: float = 0.05
+    target_modules: list[str] = field(default_factory=lambda: ["q_proj", "v_proj"])
+    """Linear layers of the *language model* only (never CLIP, the projector or SAM)."""
+
+
+@dataclass
+class SasPConfig:
+    """Similarity-as-Points (spec section 2). Parameter-free: may differ between training and evaluation."""
+
+    enabled: bool = True
+    """False: text-only prompting (LISA/SESAME behaviour)."""
+    preset: str | None = None
+    """Named preset (see ``read.model.sasp_presets``); explicit fields below override it."""
+    variant: Literal["official", "paper"] = "official"
+    num_points: int = 30
+    t_pos: float = 0.8
+    t_neg: float = 0.2
+    down_sample: int = 2
+    continuous: bool = True
+    """Discrete-to-Continuous refinement."""
+    eps: float = 0.5
+    """Paper variant only: thresholds mean +- eps * std."""
+    dtoc_window: int = 4
+    """Half-width in pixels of the local DtoC window (weights beyond it underflow in fp32)."""
+
+
+@dataclass
+class ModelConfig:
+    name: str = "read_7b"
+    vlm: VLMConfig = field(default_factory=VLMConfig)
+    sam: SamConfig = field(default_factory=SamConfig)
+    lora: LoRAConfig = field(default_factory=LoRAConfig)
+    sasp: SasPConfig = field(default_factory=SasPConfig)
+    out_dim: int = 256
+    """Output of the [SEG] projection MLP (H -> H -> out_dim); SAM's prompt dimension."""
+    trainable: list[str] = field(
+        default_factory=lambda: ["lm_head", "embed_tokens", "mask_decoder", "text_hidden_fcs"]
+    )
+    """Modules trained in full besides LoRA (official ``init_READ_model``, spec 1.6)."""
+
+
+@dataclass
+class LossConfig:
+    ce_weight: float = 1.0
+    bce_weight: float = 2.0
+    dice_weight: float = 0.5
+    ignore_mode: Literal["background", "mask"] = "background"
+    """Pixels labelled 255: ``background`` = official (counted as 0); ``mask`` = excluded from BCE and Dice."""
+
+
+@dataclass
+class TrainConfig:
+    steps: int = 3
+    batch_size: int = 2
+    lr: float = 3e-4
+    seed: int = 42
+
+
+@dataclass
+class ReadConfig:
+    model: ModelConfig = field(default_factory=ModelConfig)
+    loss: LossConfig = field(default_factory=LossConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    output_dir: str = "runs/default"
+    device: str = "auto"
+    """``auto``: cuda if available, else cpu."""
+
+
+# Per-release SasP settings (spec 2.10). A config selects one with ``model.sasp.preset``; keys given explicitly
+# next to the preset (in the same file, a child file or on the command line) win over the preset's values.
+SASP_PRESETS: dict[str, dict[str, Any]] = {
+    # READ-7B releases (ReasonSeg val/test, fprefcoco); also the 7B training setting.
+    "read_7b": {"num_points": 30, "t_pos": 0.8, "t_neg": 0.2, "down_sample": 2},
+    # READ-13B evaluation (the commented lines the official README asks users to uncomment).
+    "read_13b_eval": {"num_points": 60, "t_pos": 0.6, "t_neg": 0.2, "down_sample": 1},
+    # READ-13B training stage 1 (README): 10 points, down_sample 1.
+    "read_13b_stage1": {"num_points": 10, "t_pos": 0.8, "t_neg": 0.2, "down_sample": 1},
+    # READ-13B stage 2 (README says num_points 30 only; thresholds and down_sample assumed unchanged from stage 1).
+    "read_13b_stage2": {"num_points": 30, "t_pos": 0.8, "t_neg": 0.2, "down_sample": 1},
+}
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Conversion from plain data to the schema (strict)
+# --------------------------------------------------------------------------------------------------------------
+
+
+def _type_name(tp: Any) -> str:
+    return getattr(tp, "__name__", None) or str(tp).replace("typing.", "")
+
+
+def _convert(value: Any, tp: Any, key: str) -> Any:
+    """Convert ``value`` to type ``tp`` or raise ConfigError naming ``key``."""
+    origin = typing.get_origin(tp)
+    if tp is Any:
+        return value
+    if origin in (typing.Union, types.UnionType):
+        args = typing.get_args(tp)
+        if value is None:
+            if type(None) in args:
+                return None
+            raise ConfigError(f"{key}: null is not allowed (expected {_type_name(tp)})")
+        errors = []
+        for arg in args:
+            if arg is type(None):
+                continue
+            try:
+                return _convert(value, arg, key)
+            except ConfigError as e:
+                errors.append(str(e))
+        raise ConfigError(errors[0] if len(errors) == 1 else f"{key}: {value!r} does not match {_type_name(tp)}")
+    if origin is Literal:
+        allowed = typing.get_args(tp)
+        if value not in allowed:
+            raise ConfigError(f"{key}: {value!r} is not one of {list(allowed)}")
+        return value
+    if origin is list:
+        (item_tp,) = typing.get_args(tp)
+        if not isinstance(value, list):
+            raise ConfigError(f"{key}: expected a list, got {type(value).__name__} {value!r}")
+        return [_convert(v, item_tp, f"{key}[{i}]") for i, v in enumerate(value)]
+    if origin is dict:
+        k_tp, v_tp = typing.get_args(tp)
+        if not isinstance(value, dict):
+            raise ConfigError(f"{key}: expected a mapping, got {type(value).__name__}")
+        return {_convert(k, k_tp, key): _convert(v, v_tp, f"{key}.{k}") for k, v in value.items()}
+    if dataclasses.is_dataclass(tp):
+        if isinstance(value, tp):
+            return value
+        if not isinstance(value, dict):
+            raise ConfigError(f"{key}: expected a mapping for {tp.__name__}, got {type(value).__name__} {value!r}")
+        return from_dict(tp, value, prefix=key)
+    if value is None:
+        raise ConfigError(f"{key}: null is not allowed (expected {_type_name(tp)})")
+    if tp is bool:
+        if not isinstance(value, bool):
+            raise ConfigError(f"{key}: expected true/false, got {value!r}")
+        return value
+    if tp is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ConfigError(f"{key}: expected an integer, got {value!r}")
+        return value
+    if tp is float:
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise ConfigError(f"{key}: expected a number, got {value!r}")
+        return float(value)
+    if tp is str:
+        if not isinstance(value, str):
+            raise ConfigError(f"{key}: expected a string, got {value!r}")
+        return value
+    raise ConfigError(f"{key}: unsupported schema type {_type_name(tp)}")
+
+
+def from_dict(cls: type, data: dict, prefix: str = "") -> Any:
+    """Build dataclass ``cls`` from a (possibly partial) mapping. Unknown keys are errors."""
+    hints = typing.get_type_hints(cls)
+    names = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(data) - names)
+    if unknown:
+        where = f"{prefix}." if prefix else ""
+        raise ConfigError(
+            f"unknown key {where}{unknown[0]} (valid keys{' under ' + prefix if prefix else ''}: {sorted(names)})"
+        )
+    kwargs = {}
+    for name, value in data.items():
+        kwargs[name] = _convert(value, hints[name], f"{prefix}.{name}" if prefix else name)
+    try:
+        return cls(**kwargs)
+    except (TypeError, ValueError) as e:
+        raise ConfigError(f"{prefix or cls.__name__}: {e}") from e
+
+
+def to_dict(cfg: Any) -> dict:
+    """Plain nested dict of a config dataclass (for YAML)."""
+    return dataclasses.asdict(cfg)
+
+
+# --------------------------------------------------------------------------------------------------------------
+# YAML loading with _base_ and overrides
+# --------------------------------------------------------------------------------------------------------------
+
+
+def _deep_merge(base: dict, child: dict) -> dict:
+    out = dict(base)
+    for k, v in child.items():
+        if isinstance(v, dict) and isinstance(out.get(k), dict):
+            out[k] = _deep_merge(out[k], v)
+        else:
+            out[k] = v
+    return out
+
+
+def _read_yaml(path: Path, chain: tuple[Path, ...] = ()) -> dict:
+    path = path.resolve()
+    if path in chain:
+        raise ConfigError(f"{path}: _base_ cycle through {[str(p) for p in chain]}")
+    if not path.is_file():
+        raise ConfigError(f"config file not found: {path}")
+    try:
+        data = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as e:
+        raise ConfigError(f"{path}: malformed YAML: {e}") from e
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: top level must be a mapping, got {type(data).__name__}")
+    base = data.pop("_base_", None)
+    if base is None:
+        return data
+    if not isinstance(base, str):
+        raise ConfigError(f"{path}: _base_ must be a single relative path (single inheritance)")
+    parent = _read_yaml(path.parent / base, chain + (path,))
+    return _deep_merge(parent, data)
+
+
+def parse_overrides(overrides: list[str]) -> dict:
+    """``["a.b=1", "c=[x, y]"]`` -> nested dict, values parsed as YAML scalars/flow collections."""
+    out: dict = {}
+    for item in overrides:
+        if "=" not in item:
+            raise ConfigError(f"override {item!r} is not of the form key=value")
+        key, raw = item.split("=", 1)
+        key = key.strip()
+        if not key or any(not part for part in key.split(".")):
+            raise ConfigError(f"override {item!r}: empty key")
+        try:
+            value = yaml.safe_load(raw) if raw.strip() else ""
+        except yaml.YAMLError as e:
+            raise ConfigError(f"override {key}: cannot parse value {raw!r}: {e}") from e
+        node = out
+        parts = key.split(".")
+        for p in parts[:-1]:
+            node = node.setdefault(p, {})
+            if not isinstance(node, dict):
+                raise ConfigError(f"override {key}: {p} was already given a scalar value")
+        node[parts[-1]] = value
+    return out
+
+
+def load_config(path: str | os.PathLike | None = None, overrides: list[str] | None = None) -> ReadConfig:
+    """Load a YAML file (with its ``_base_`` chain) and apply overrides; validate against the schema.
+
+    A path to a run directory is accepted and means ``<dir>/config.yaml``.
+    """
+    data: dict = {}
+    src = "<defaults>"
+    if path is not None:
+        p = Path(path)
+        if p.is_dir():
+            p = p / "config.yaml"
+        data = _read_yaml(p)
+        src = str(p)
+    if overrides:
+        data = _deep_merge(data, parse_overrides(overrides))
+    try:
+        data = _expand_env(data, "")
+        data = _apply_sasp_preset(data)
+        cfg = from_dict(ReadConfig, data)
+    except ConfigError as e:
+        raise ConfigError(f"{src}: {e}") from None
+    validate(cfg, src)
+    return cfg
+
+
+_ENV = re.compile(r"\$\{env:([A-Za-z_][A-Za-z0-9_]*)(?:,([^}]*))?\}")
+
+
+def _expand_env(value: Any, key: str) -> Any:
+    """Replace ``${env:NAME}`` / ``${env:NAME,default}`` inside string values (paths stay out of YAML files)."""
+    if isinstance(value, dict):
+        return {k: _expand_env(v, f"{key}.{k}" if key else str(k)) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_expand_env(v, f"{key}[{i}]") for i, v in enumerate(value)]
+    if not isinstance(value, str) or "${" not in value:
+        return value
+
+    def sub(m: re.Match) -> str:
+        name, default = m.group(1), m.group(2)
+        if name in os.environ:
+            return os.environ[name]
+        if default is None:
+            raise ConfigError(f"{key}: environment variable {name} is not set and has no default")
+        return default
+
+    out = _ENV.sub(sub, value)
+    if out == "null":
+        return None
+    return out
+
+
+def _apply_sasp_preset(data: dict) -> dict:
+    sasp = data.get("model", {}).get("sasp") if isinstance(data.get("model"), dict) else None
+    if not isinstance(sasp, dict) or sasp.get("preset") is None:
+        return data
+    name = sasp["preset"]
+    if name not in SASP_PRESETS:
+        raise ConfigError(f"model.sasp.preset: unknown preset {name!r} (known: {sorted(SASP_PRESETS)})")
+    merged = {**SASP_PRESETS[name], **sasp}
+    return _deep_merge(data, {"model": {"sasp": merged}})
+
+
+def validate(cfg: ReadConfig, src: str = "<config>") -> None:
+    """Cross-field checks that a type alone cannot express."""
+    m = cfg.model
+    if m.vlm.pretrained is None and m.vlm.tiny is None:
+        raise ConfigError(f"{src}: model.vlm.pretrained is null, so model.vlm.tiny must give the random-init sizes")
+    if m.sam.variant == "tiny" and m.sam.tiny is None:
+        raise ConfigError(f"{src}: model.sam.variant is tiny, so model.sam.tiny must be given")
+    s = m.sasp
+    if not 0.0 <= s.t_neg < s.t_pos <= 1.0:
+        raise ConfigError(f"{src}: model.sasp needs 0 <= t_neg < t_pos <= 1, got t_neg={s.t_neg} t_pos={s.t_pos}")
+    if s.num_points < 1 or s.down_sample < 1:
+        raise ConfigError(f"{src}: model.sasp.num_points and model.sasp.down_sample must be >= 1")
+    if m.lora.r < 1:
+        raise ConfigError(f"{src}: model.lora.r must be >= 1")
+    for name in ("ce_weight", "bce_weight", "dice_weight"):
+        if getattr(cfg.loss, name) < 0:
+            raise ConfigError(f"{src}: loss.{name} must be >= 0")
+
+
+def save_config(cfg: ReadConfig, path: str | os.PathLike) -> Path:
+    """Write the resolved config as YAML (no ``_base_``); ``load_config`` reads it back to an equal object."""
+    p = Path(path)
+    if p.suffix not in (".yaml", ".yml"):
+        p = p / "config.yaml"
+    p.parent.mkdir(parents=True, exist_ok=True)
+    tmp = p.with_suffix(p.suffix + ".tmp")
+    tmp.write_text(yaml.safe_dump(to_dict(cfg), sort_keys=False))
+    tmp.replace(p)
+    return p

@@ -1,0 +1,55 @@
+"""Batch record shared by the data pipeline, the model and the trainer.
+
+Shape shorthand: R conversation rows, T tokens, B images, S_c CLIP side, S SAM side, n_b masks of image b.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, fields, replace
+
+import torch
+from torch import Tensor
+
+
+@dataclass
+class Batch:
+    """One micro-batch.
+
+    Attributes:
+        input_ids: ``[R, T]`` with the image placeholder expanded to N image-token ids.
+        attention_mask: ``[R, T]`` (1 = token, 0 = padding).
+        labels: ``[R, T]`` with -100 where not supervised, or ``None`` (inference).
+        pixel_values_clip: ``[B, 3, S_c, S_c]`` CLIP-normalised centre crops.
+        pixel_values_sam: ``[B, 3, S, S]`` SAM-normalised, resized-longest-side, zero-padded images.
+        row_to_image: ``[R]`` long, image index of each row (replaces the official ``offset``).
+        image_hw: ``[B, 2]`` long, original (H, W).
+        sam_input_hw: ``[B, 2]`` long, (h', w') after resize-longest-side, before padding.
+        gt_masks: per image ``[n_b, H_b, W_b]`` uint8/long with values {0, 1, 255}; ``None`` at inference.
+            The j-th mask of image b belongs to the j-th [SEG] of that image's rows in row-major order.
+    """
+
+    input_ids: Tensor
+    attention_mask: Tensor
+    pixel_values_clip: Tensor
+    pixel_values_sam: Tensor
+    row_to_image: Tensor
+    image_hw: Tensor
+    sam_input_hw: Tensor
+    labels: Tensor | None = None
+    gt_masks: list[Tensor] | None = None
+
+    @property
+    def num_images(self) -> int:
+        return int(self.pixel_values_sam.shape[0])
+
+    def to(self, device: torch.device | str, dtype: torch.dtype | None = None) -> Batch:
+        """Move every tensor to ``device``; cast only the two image tensors to ``dtype`` when given."""
+        changes = {}
+        for f in fields(self):
+            v = getattr(self, f.name)
+            if isinstance(v, Tensor):
+                cast = dtype if (dtype is not None and f.name.startswith("pixel_values")) else None
+                changes[f.name] = v.to(device=device, dtype=cast) if cast else v.to(device)
+            elif isinstance(v, list):
+                changes[f.name] = [t.to(device) for t in v]
+        return replace(self, **changes)

@@ -1,0 +1,1 @@
+"""READ model: backbone wrapper, SAM head, [SEG] projection, SasP, losses, builder."""

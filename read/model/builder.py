@@ -1,0 +1,179 @@
+"""Build the whole READ model from a config: real weights (hub ids / local paths) or tiny random models.
+
+``build_read_model(cfg)`` returns ``(model, tokenizer)`` on the CPU; the caller moves it to its device.
+
+Trainable set (official ``init_READ_model``, spec 1.6): LoRA (r, alpha, dropout from config) on ``q_proj`` and
+``v_proj`` of the *language model only*, plus the full ``embed_tokens``, ``lm_head``, SAM ``mask_decoder`` and
+``text_hidden_fcs``. Everything else (CLIP, projector, SAM image and prompt encoders, the rest of LLaMA) is frozen.
+"""
+
+from __future__ import annotations
+
+import re
+
+import torch
+from torch import nn
+
+from read.config import ModelConfig, ReadConfig, SamConfig
+from read.model.llava_backbone import build_llava, clip_image_size
+from read.model.projector import SegProjector
+from read.model.read_model import ReadModel
+from read.model.sam_head import SamMaskHead, build_sam_head
+from read.model.tokenizer import ReadTokenizer
+from read.utils.device import resolve_dtype
+from read.utils.weights import load_state_dict_strict, load_torch_file
+
+LANGUAGE_MODEL_PREFIX = "llava.model.language_model."
+
+
+def build_tokenizer(cfg: ModelConfig) -> ReadTokenizer:
+    """The SentencePiece tokenizer with official slow-tokenizer semantics and READ's added tokens."""
+    vlm = cfg.vlm
+    kwargs = dict(
+        seg_token=vlm.seg_token,
+        image_token=vlm.image_token,
+        use_im_start_end=vlm.use_im_start_end,
+        pad_token=vlm.pad_token,
+    )
+    source = vlm.tokenizer or vlm.pretrained
+    if source is None:
+        assert vlm.tiny is not None
+        return ReadTokenizer.build_tiny(vlm.tiny.tokenizer_vocab_size, **kwargs)
+    return ReadTokenizer.from_pretrained(source, **kwargs)
+
+
+def build_sam(cfg: SamConfig) -> SamMaskHead:
+    """SAM head; loads ``cfg.checkpoint`` strictly (upstream key names) when given."""
+    if cfg.variant == "tiny":
+        t = cfg.tiny
+        assert t is not None
+        sam = build_sam_head(
+            "tiny",
+            img_size=t.img_size,
+            patch_size=t.patch_size,
+            encoder_dim=t.encoder_dim,
+            encoder_depth=t.encoder_depth,
+            encoder_heads=t.encoder_heads,
+            window_size=t.window_size,
+            prompt_dim=t.prompt_dim,
+            decoder_mlp_dim=t.decoder_mlp_dim,
+            encoder_batch_size=cfg.encoder_batch_size,
+        )
+    else:
+        sam = build_sam_head(cfg.variant, encoder_batch_size=cfg.encoder_batch_size)
+    if cfg.checkpoint is not None:
+        load_state_dict_strict(sam, load_torch_file(cfg.checkpoint), cfg.checkpoint)
+    return sam
+
+
+def lora_target_regex(target_modules: list[str]) -> str:
+    """Full-match regex selecting ``target_modules`` inside the language model only (CLIP and SAM also have
+    ``q_proj``/``v_proj``-like names; the official code excludes them, spec 1.6)."""
+    names = "|".join(re.escape(t) for t in target_modules)
+    return rf"{re.escape(LANGUAGE_MODEL_PREFIX)}.*\.({names})"
+
+
+def apply_lora(model: ReadModel, cfg: ModelConfig) -> None:
+    """Inject LoRA adapters (peft, in place; parameter names stay rooted at ``ReadModel``)."""
+    from peft import LoraConfig, inject_adapter_in_model
+
+    lora = cfg.lora
+    peft_cfg = LoraConfig(
+        r=lora.r,
+        lora_alpha=lora.alpha,
+        lora_dropout=lora.dropout,
+        bias="none",
+        target_modules=lora_target_regex(lora.target_modules),
+    )
+    inject_adapter_in_model(peft_cfg, model, adapter_name="default")
+
+
+def set_trainable(model: nn.Module, full_modules: list[str]) -> list[str]:
+    """Freeze everything, then unfreeze LoRA weights and every module whose name ends with one of
+    ``full_modules`` (e.g. ``lm_head``, ``embed_tokens``, ``mask_decoder``, ``text_hidden_fcs``).
+
+    Returns the sorted trainable parameter names. Raises when a listed module matches nothing.
+    """
+    for p in model.parameters():
+        p.requires_grad_(False)
+    for name, p in model.named_parameters():
+        if ".lora_A." in name or ".lora_B." in name:
+            p.requires_grad_(True)
+    for target in full_modules:
+        hits = [m for n, m in model.named_modules() if n == target or n.endswith("." + target)]
+        if not hits:
+            raise ValueError(f"model.trainable names {target!r}, which matches no module")
+        for m in hits:
+            for p in m.parameters():
+                p.requires_grad_(True)
+    return sorted(n for n, p in model.named_parameters() if p.requires_grad)
+
+
+def build_point_prompter(cfg: ModelConfig, clip_size: int, sam_size: int):
+    """SasP prompter, or ``None`` when ``model.sasp.enabled`` is false (text-only prompting)."""
+    if not cfg.sasp.enabled:
+        return None
+    from read.model.sasp import SimilarityAsPoints, resolve_sasp_config
+
+    return SimilarityAsPoints(resolve_sasp_config(cfg.sasp), clip_size=clip_size, sam_size=sam_size)
+
+
+def build_read_model(cfg: ReadConfig | ModelConfig, *, loss_cfg=None) -> tuple[ReadModel, ReadTokenizer]:
+    """Build tokenizer and model from config (CPU). Seeds are the caller's business.
+
+    Returns:
+        ``(model, tokenizer)``; the model's dtype is ``model.vlm.dtype`` (SAM's prompt encoder stays fp32).
+    """
+    if isinstance(cfg, ReadConfig):
+        loss_cfg = loss_cfg or cfg.loss
+        cfg = cfg.model
+    tokenizer = build_tokenizer(cfg)
+    if tokenizer.seg_token_id is None or tokenizer.image_token_id is None:
+        raise ValueError("tokenizer lacks the [SEG] or image token")
+    llava = build_llava(cfg.vlm, tokenizer)
+    hidden = llava.config.text_config.hidden_size
+    sam = build_sam(cfg.sam)
+    projector = SegProjector(hidden, cfg.out_dim)
+    if sam.prompt_encoder.embed_dim != cfg.out_dim:
+        raise ValueError(f"model.out_dim={cfg.out_dim} but SAM's prompt dim is {sam.prompt_encoder.embed_dim}")
+    model = ReadModel(
+        llava=llava,
+        sam=sam,
+        text_hidden_fcs=projector,
+        seg_token_id=tokenizer.seg_token_id,
+        image_token_id=tokenizer.image_token_id,
+        loss_cfg=loss_cfg,
+        point_prompter=build_point_prompter(cfg, clip_image_size(llava), sam.img_size),
+        seg_query=cfg.vlm.seg_query,
+    )
+    if cfg.lora.enabled:
+        apply_lora(model, cfg)
+    set_trainable(model, cfg.trainable)
+    model.to(resolve_dtype(cfg.vlm.dtype))
+    return model, tokenizer
+
+
+def merge_lora(model: nn.Module) -> int:
+    """Merge every LoRA adapter into its base weight (W += alpha/r * B A) and remove the adapter modules.
+
+    Returns the number of merged layers. Raises if there is nothing to merge (a second merge is refused).
+    """
+    from peft.tuners.lora import LoraLayer
+
+    targets = [(n, m) for n, m in model.named_modules() if isinstance(m, LoraLayer)]
+    if not targets:
+        raise ValueError("no LoRA layers to merge (already merged, or LoRA disabled)")
+    for name, module in targets:
+        module.merge()
+        parent_name, _, child = name.rpartition(".")
+        parent = model.get_submodule(parent_name) if parent_name else model
+        setattr(parent, child, module.get_base_layer())
+    return len(targets)
+
+
+@torch.no_grad()
+def count_parameters(model: nn.Module) -> dict[str, int]:
+    """Total and trainable parameter counts."""
+    total = sum(p.numel() for p in model.parameters())
+    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    return {"total": total, "trainable": trainable}

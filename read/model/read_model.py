@@ -1,0 +1,168 @@
+"""READ: LLaVA-1.5 emits [SEG]; its state (projected) and SasP point prompts drive a SAM mask decoder.
+
+``ReadModel`` only orchestrates; each step lives in its own module:
+
+1. ``llava_backbone.embed_inputs`` + ``language_model_forward``: last-layer states ``[R, T, C]``.
+2. ``tokens.seg_query_positions``: one query per [SEG] (the state *before* [SEG], spec 1.7).
+3. ``tokens.gather_image_states``: the image-token states of each query's row ``[P, N, C]``.
+4. ``point_prompter`` (SasP, optional): points ``[P, K, 2]`` in the SAM frame, labels ``[P, K]``.
+5. ``SegProjector``: ``[P, C] -> [P, 256]``.
+6. ``SamMaskHead``: frozen encoder once per image, prompts ``[points | pad | [SEG]]``, mask decoder,
+   masks at each image's original size.
+7. ``losses``: CE + weighted BCE + weighted Dice (spec 3.4).
+
+Fixes of official bugs (spec section 10), each by construction here:
+* 10.1/10.2: every [SEG] gets its own point set, and the image size is looked up through the query's own image
+  (``row_to_image[row]``), not through its position among single-[SEG] rows.
+* 10.3/10.9: image-token positions come from the ids of each row, never from a hard-coded ``<im_start>`` id or
+  from the first row of the batch.
+* 10.10: no batch-of-one assumption anywhere.
+"""
+
+from __future__ import annotations
+
+from typing import Protocol
+
+import torch
+from torch import Tensor, nn
+
+from read.config import LossConfig
+from read.data.types import Batch
+from read.model import llava_backbone as lb
+from read.model.losses import aggregate_mask_losses
+from read.model.outputs import LossOutput, ReadOutput, SegQueries
+from read.model.projector import SegProjector
+from read.model.sam_head import SamMaskHead
+from read.model.tokens import gather_image_states, seg_query_positions
+
+
+class PointPrompter(Protocol):
+    """Turns similarity between [SEG] and image-token states into SAM point prompts (parameter-free)."""
+
+    def __call__(self, image_hidden: Tensor, seg_hidden: Tensor, image_hw: Tensor):  # -> object with coords/labels
+        """``[P, N, C], [P, C], [P, 2] -> obj`` with ``coords [P, K, 2]`` (SAM frame) and ``labels [P, K]``."""
+        ...
+
+
+class ReadModel(nn.Module):
+    """The READ model. Submodules are given, not built (see ``read.model.builder.build_read_model``).
+
+    Args:
+        llava: transformers ``LlavaForConditionalGeneration`` (LoRA may be injected into it).
+        sam: the SAM head.
+        text_hidden_fcs: the [SEG] projection.
+        seg_token_id, image_token_id: token ids from the tokenizer.
+        loss_cfg: loss weights and ignore-pixel handling.
+        point_prompter: SasP (or any :class:`PointPrompter`); ``None`` = text-only prompting (LISA/SESAME).
+        seg_query: ``before`` (official) or ``on``.
+    """
+
+    def __init__(
+        self,
+        *,
+        llava: nn.Module,
+        sam: SamMaskHead,
+        text_hidden_fcs: SegProjector,
+        seg_token_id: int,
+        image_token_id: int,
+        loss_cfg: LossConfig | None = None,
+        point_prompter: PointPrompter | None = None,
+        seg_query: str = "before",
+    ) -> None:
+        super().__init__()
+        self.llava = llava
+        self.sam = sam
+        self.text_hidden_fcs = text_hidden_fcs
+        self.seg_token_id = seg_token_id
+        self.image_token_id = image_token_id
+        self.loss_cfg = loss_cfg or LossConfig()
+        self.point_prompter = point_prompter
+        self.seg_query = seg_query
+
+    # ---------------------------------------------------------------------------------------------------------
+    def hidden_states(self, batch: Batch) -> Tensor:
+        """Last-layer, post-norm language-model states ``[R, T, C]``."""
+        embeds = lb.embed_inputs(self.llava, batch.input_ids, batch.pixel_values_clip, batch.row_to_image)
+        return lb.language_model_forward(self.llava, embeds, batch.attention_mask)
+
+    def find_queries(self, batch: Batch) -> SegQueries:
+        """Positions of the [SEG] query states, row-major, with the image of each."""
+        rows, cols = seg_query_positions(batch.input_ids, self.seg_token_id, self.seg_query)
+        return SegQueries(rows=rows, cols=cols, image=batch.row_to_image[rows])
+
+    def segment(
+        self,
+        hidden: Tensor,
+        input_ids: Tensor,
+        queries: SegQueries,
+        pixel_values_sam: Tensor,
+        image_hw: Tensor,
+        sam_input_hw: Tensor,
+        image_embeddings: Tensor | None = None,
+    ) -> tuple[list[Tensor], object | None]:
+        """Masks for the given queries (shared by training and inference).
+
+        Args:
+            hidden: ``[R, T, C]``; input_ids: ``[R, T]``; queries: P queries.
+            pixel_values_sam: ``[B, 3, S, S]``; image_hw, sam_input_hw: ``[B, 2]``.
+            image_embeddings: precomputed ``[B, D, e, e]`` SAM embeddings (computed here when ``None``).
+
+        Returns:
+            (per-image ``[n_b, H_b, W_b]`` fp32 logits, point prompts or ``None``).
+        """
+        seg_hidden = hidden[queries.rows, queries.cols]  # [P, C]
+        points = None
+        coords = labels = None
+        if self.point_prompter is not None and queries.rows.numel() > 0:
+            image_hidden = gather_image_states(hidden, input_ids, queries.rows, self.image_token_id)
+            points = self.point_prompter(image_hidden, seg_hidden, image_hw[queries.image])
+            coords, labels = points.coords, points.labels
+        seg_embeddings = self.text_hidden_fcs(seg_hidden)  # [P, D]
+        if image_embeddings is None:
+            image_embeddings = self.sam.encode_images(pixel_values_sam)
+        masks = self.sam(
+            image_embeddings,
+            seg_embeddings,
+            queries.image,
+            sam_input_hw,
+            image_hw,
+            coords=coords,
+            labels=labels,
+        )
+        return masks, points
+
+    def compute_loss(self, hidden: Tensor, labels: Tensor, pred_masks: list[Tensor], gt_masks: list[Tensor]) -> LossOutput:
+        """Weighted CE + BCE + Dice (spec 3.4)."""
+        cfg = self.loss_cfg
+        ce = lb.causal_lm_loss(self.llava, hidden, labels)
+        bce, dice, n = aggregate_mask_losses(pred_masks, gt_masks, ignore_mode=cfg.ignore_mode)
+        bce, dice = bce.to(ce.device), dice.to(ce.device)
+        ce_w, bce_w, dice_w = cfg.ce_weight * ce, cfg.bce_weight * bce, cfg.dice_weight * dice
+        return LossOutput(total=ce_w + bce_w + dice_w, ce=ce_w, bce=bce_w, dice=dice_w, num_masks=n)
+
+    def forward(self, batch: Batch, *, return_logits: bool = False) -> ReadOutput:
+        """Teacher-forced forward: masks for every [SEG] in ``input_ids``; losses when labels and masks are given."""
+        hidden = self.hidden_states(batch)
+        queries = self.find_queries(batch)
+        if batch.gt_masks is not None:
+            for b, gt in enumerate(batch.gt_masks):
+                n_q = int((queries.image == b).sum())
+                if gt.shape[0] != n_q:
+                    raise ValueError(f"image {b} has {n_q} [SEG] queries but {gt.shape[0]} ground-truth masks")
+        pred_masks, points = self.segment(
+            hidden, batch.input_ids, queries, batch.pixel_values_sam, batch.image_hw, batch.sam_input_hw
+        )
+        loss = None
+        if batch.labels is not None and batch.gt_masks is not None:
+            loss = self.compute_loss(hidden, batch.labels, pred_masks, batch.gt_masks)
+        logits = self.llava.lm_head(hidden).float() if return_logits else None
+        return ReadOutput(loss=loss, pred_masks=pred_masks, queries=queries, points=points, logits=logits)
+
+    # ---------------------------------------------------------------------------------------------------------
+    def trainable_parameter_names(self) -> list[str]:
+        """Sorted names of parameters with ``requires_grad``."""
+        return sorted(n for n, p in self.named_parameters() if p.requires_grad)
+
+    @torch.no_grad()
+    def num_parameters(self, trainable_only: bool = False) -> int:
+        return sum(p.numel() for p in self.parameters() if p.requires_grad or not trainable_only)
