@@ -1,0 +1,70 @@
+"""Shared fixtures: environment for CPU runs, the tiny config and a tiny READ model with a batch."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+os.environ.setdefault("DS_ACCELERATOR", "cpu")
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+import numpy as np  # noqa: E402
+import pytest  # noqa: E402
+import torch  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[1]
+TINY = ROOT / "configs" / "model" / "tiny.yaml"
+
+torch.set_num_threads(2)
+
+
+def pytest_collection_modifyitems(config, items):
+    if torch.cuda.is_available():
+        return
+    skip = pytest.mark.skip(reason="needs a CUDA device")
+    for item in items:
+        if "gpu" in item.keywords:
+            item.add_marker(skip)
+
+
+@pytest.fixture(scope="session")
+def tiny_cfg():
+    from read.config import load_config
+
+    return load_config(TINY)
+
+
+def make_tiny_batch(model, tokenizer, cfg, seed: int = 0, n_images: int = 2):
+    from read.data.collate import Sample, collate
+    from read.data.synthetic import draw_rectangles
+    from read.model.llava_backbone import clip_image_size, num_image_tokens
+
+    rng = np.random.default_rng(seed)
+    samples = []
+    sizes = [(60, 80), (90, 50), (70, 70), (40, 100)]
+    for i in range(n_images):
+        h, w = sizes[i % len(sizes)]
+        image, masks, names = draw_rectangles(rng, h, w, num_shapes=2)
+        q = "<image>\nWhat is {} in this image? Please output segmentation mask."
+        convs = [[(q.format(n), "Sure, the segmentation result is [SEG].")] for n in names]
+        m = np.stack(masks)
+        m[:, 0, :3] = 255  # a few ignore pixels
+        samples.append(Sample(image=image, conversations=convs, masks=m))
+    return collate(
+        samples,
+        tokenizer,
+        num_image_tokens=num_image_tokens(model.llava),
+        clip_size=clip_image_size(model.llava),
+        sam_size=model.sam.img_size,
+        use_im_start_end=cfg.model.vlm.use_im_start_end,
+    )
+
+
+@pytest.fixture(scope="session")
+def tiny_model(tiny_cfg):
+    from read.model.builder import build_read_model
+
+    torch.manual_seed(0)
+    model, tok = build_read_model(tiny_cfg)
+    return model, tok
