@@ -18,7 +18,8 @@ import numpy as np
 import torch
 
 from read.config import load_config, save_config
-from read.data.collate import Sample, collate
+from read.data.base import Sample
+from read.data.collate import collate
 from read.data.synthetic import draw_rectangles
 from read.model.builder import build_read_model, count_parameters
 from read.model.llava_backbone import clip_image_size, num_image_tokens

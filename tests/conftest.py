@@ -36,7 +36,8 @@ def tiny_cfg():
 
 
 def make_tiny_batch(model, tokenizer, cfg, seed: int = 0, n_images: int = 2):
-    from read.data.collate import Sample, collate
+    from read.data.base import Sample
+    from read.data.collate import collate
     from read.data.synthetic import draw_rectangles
     from read.model.llava_backbone import clip_image_size, num_image_tokens
 

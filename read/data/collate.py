@@ -2,34 +2,14 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-
 import numpy as np
 import torch
 from torch import Tensor
 
+from read.data.base import Sample
 from read.data.conversation import build_prompt, tokenize_conversation, wrap_image_tokens
 from read.data.transforms import preprocess_image
 from read.data.types import Batch
-
-
-@dataclass
-class Sample:
-    """One image with its conversations.
-
-    Attributes:
-        image: RGB uint8 ``[H, W, 3]``.
-        conversations: one entry per row, each a list of (question, answer) rounds. Questions contain
-            ``<image>`` in the first round (official templates start with ``"<image>\\n"``).
-        masks: ``[n, H, W]`` uint8 {0, 1, 255}, one per [SEG] in the answers (row-major order).
-        name: free-form identifier (file name), used in error messages.
-    """
-
-    image: np.ndarray
-    conversations: list[list[tuple[str, str | None]]]
-    masks: np.ndarray | None = None
-    name: str = ""
-    meta: dict = field(default_factory=dict)
 
 
 def collate(
