@@ -6,7 +6,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from read.data.base import Sample
+from read.data.base import DataError, Sample
 from read.data.conversation import build_prompt, tokenize_conversation, wrap_image_tokens
 from read.data.transforms import preprocess_image
 from read.data.types import Batch
@@ -21,8 +21,13 @@ def collate(
     sam_size: int,
     use_im_start_end: bool = True,
     conv_template: str = "llava_v1",
+    max_length: int | None = None,
 ) -> Batch:
     """Preprocess images, build and tokenise prompts (right padding with ``tokenizer.pad_id``), stack.
+
+    ``max_length`` counts tokens *after* image expansion (the official ``model_max_length - 255`` assumed 256
+    image tokens, spec 10.8). A longer row is cut at ``max_length`` unless the cut would remove a ``[SEG]``:
+    that would silently misalign masks and queries, so it raises :class:`DataError` naming the sample instead.
 
     Returns a :class:`Batch` whose ``labels``/``gt_masks`` are set when every sample has masks.
     """
@@ -40,6 +45,8 @@ def collate(
             turns = [(wrap_image_tokens(q, use_im_start_end), a) for q, a in turns]
             prompt = build_prompt(turns, template=conv_template)
             ids, labels = tokenize_conversation(tokenizer, prompt, num_image_tokens)
+            if max_length is not None and len(ids) > max_length:
+                ids, labels = truncate_keeping_seg(ids, labels, max_length, tokenizer.seg_token_id, s.name)
             ids_rows.append(ids)
             label_rows.append(labels)
             row_to_image.append(b)
@@ -66,3 +73,16 @@ def collate(
         labels=labels if has_masks else None,
         gt_masks=masks if has_masks else None,
     )
+
+
+def truncate_keeping_seg(
+    ids: Tensor, labels: Tensor, max_length: int, seg_token_id: int, name: str = ""
+) -> tuple[Tensor, Tensor]:
+    """Cut ``[T]`` ids/labels to ``max_length``; refuse (DataError) when a ``[SEG]`` would be cut off."""
+    seg_pos = (ids == seg_token_id).nonzero(as_tuple=True)[0]
+    if seg_pos.numel() and int(seg_pos.max()) >= max_length:
+        raise DataError(
+            f"{name or '<sample>'}: a [SEG] at position {int(seg_pos.max())} lies beyond max_length={max_length}; "
+            "shorten the query or raise model.vlm.model_max_length"
+        )
+    return ids[:max_length], labels[:max_length]
