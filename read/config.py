@@ -158,6 +158,36 @@ class LossConfig:
     """Pixels labelled 255: ``background`` = official (counted as 0); ``mask`` = excluded from BCE and Dice."""
 
 
+# Official dataset keys of the training mixture (train_read.py --dataset, spec 3.6).
+MIXTURE_KEYS = ("sem_seg", "refer_seg", "neg_refer_seg", "correct_refer_seg", "vqa", "reason_seg")
+
+
+@dataclass
+class DataConfig:
+    """Datasets under one root, in the official on-disk layout (docs/DATA.md)."""
+
+    root: str | None = None
+    """Data root. ``null``: ``$READ_DATA_ROOT`` if set, else ``./dataset``."""
+    datasets: list[str] = field(
+        default_factory=lambda: ["sem_seg", "refer_seg", "correct_refer_seg", "vqa", "neg_refer_seg", "reason_seg"]
+    )
+    """Mixture components (official ``--dataset`` split on ``||``)."""
+    sample_rates: list[float] = field(default_factory=lambda: [10.0, 1.0, 1.0, 1.0, 1.0, 10.0])
+    sem_seg_data: list[str] = field(
+        default_factory=lambda: ["ade20k", "cocostuff", "pascal_part", "paco_lvis", "mapillary"]
+    )
+    refer_seg_data: list[str] = field(default_factory=lambda: ["refclef", "refcoco", "refcoco+", "refcocog"])
+    neg_refer_seg_data: list[str] = field(default_factory=lambda: ["R-refcocog", "R-refcoco", "R-refcoco+"])
+    correct_refer_seg_data: list[str] = field(default_factory=lambda: ["fprefcocog", "fprefcoco", "fprefcoco+"])
+    reason_seg_split: str = "train"
+    num_classes_per_sample: int = 3
+    samples_per_epoch: int | None = None
+    """``null``: batch_size x grad_accumulation x steps_per_epoch x world_size (official)."""
+    on_error: Literal["raise", "skip"] = "raise"
+    """A bad sample (corrupt image, malformed annotation): stop with the file named, or skip and count it."""
+    workers: int = 2
+
+
 @dataclass
 class TrainConfig:
     steps: int = 3
@@ -170,6 +200,7 @@ class TrainConfig:
 class ReadConfig:
     model: ModelConfig = field(default_factory=ModelConfig)
     loss: LossConfig = field(default_factory=LossConfig)
+    data: DataConfig = field(default_factory=DataConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     output_dir: str = "runs/default"
     device: str = "auto"
@@ -421,6 +452,14 @@ def validate(cfg: ReadConfig, src: str = "<config>") -> None:
         raise ConfigError(f"{src}: model.sasp.num_points and model.sasp.down_sample must be >= 1")
     if m.lora.r < 1:
         raise ConfigError(f"{src}: model.lora.r must be >= 1")
+    d = cfg.data
+    if len(d.datasets) != len(d.sample_rates):
+        raise ConfigError(
+            f"{src}: data.datasets has {len(d.datasets)} entries but data.sample_rates has {len(d.sample_rates)}"
+        )
+    unknown = [k for k in d.datasets if k not in MIXTURE_KEYS]
+    if unknown:
+        raise ConfigError(f"{src}: data.datasets: unknown dataset {unknown[0]!r} (known: {list(MIXTURE_KEYS)})")
     for name in ("ce_weight", "bce_weight", "dice_weight"):
         if getattr(cfg.loss, name) < 0:
             raise ConfigError(f"{src}: loss.{name} must be >= 0")

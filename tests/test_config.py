@@ -100,3 +100,12 @@ def test_base_inheritance_env_and_file_errors(tmp_path, monkeypatch):
     monkeypatch.delenv("READ_TEST_UNSET_VAR", raising=False)
     with pytest.raises(ConfigError, match="READ_TEST_UNSET_VAR is not set"):
         load_config(tmp_path / "noenv.yaml")
+
+
+def test_data_section_validation():
+    cfg = load_config(ROOT / "configs/model/tiny.yaml", ["data.datasets=[reason_seg, vqa]", "data.sample_rates=[3, 1]"])
+    assert cfg.data.datasets == ["reason_seg", "vqa"] and cfg.data.sample_rates == [3.0, 1.0]
+    with pytest.raises(ConfigError, match="data.datasets has 2 entries but data.sample_rates has 1"):
+        load_config(ROOT / "configs/model/tiny.yaml", ["data.datasets=[reason_seg, vqa]", "data.sample_rates=[3]"])
+    with pytest.raises(ConfigError, match="unknown dataset 'coco'"):
+        load_config(ROOT / "configs/model/tiny.yaml", ["data.datasets=[coco]", "data.sample_rates=[1]"])
