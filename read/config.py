@@ -120,7 +120,7 @@ class SasPConfig:
     enabled: bool = True
     """False: text-only prompting (LISA/SESAME behaviour)."""
     preset: str | None = None
-    """Named preset (see ``read.model.sasp_presets``); explicit fields below override it."""
+    """Named preset from ``SASP_PRESETS`` (below), expanded by ``load_config``; keys given explicitly win."""
     variant: Literal["official", "paper"] = "official"
     num_points: int = 30
     t_pos: float = 0.8

@@ -113,9 +113,10 @@ def build_point_prompter(cfg: ModelConfig, clip_size: int, sam_size: int):
     """SasP prompter, or ``None`` when ``model.sasp.enabled`` is false (text-only prompting)."""
     if not cfg.sasp.enabled:
         return None
-    from read.model.sasp import SimilarityAsPoints, resolve_sasp_config
+    from read.model.sasp import SimilarityAsPoints
 
-    return SimilarityAsPoints(resolve_sasp_config(cfg.sasp), clip_size=clip_size, sam_size=sam_size)
+    # presets are expanded once, by read.config.load_config (explicitly given keys win over the preset)
+    return SimilarityAsPoints(cfg.sasp, clip_size=clip_size, sam_size=sam_size)
 
 
 def build_read_model(cfg: ReadConfig | ModelConfig, *, loss_cfg=None) -> tuple[ReadModel, ReadTokenizer]:
