@@ -105,8 +105,9 @@ def test_text_only_prompting(tiny_model, tiny_cfg):
 
 
 def test_bf16_forward_on_cpu(tiny_cfg):
-    from read.config import load_config
     from conftest import TINY
+
+    from read.config import load_config
 
     cfg = load_config(TINY, ["model.vlm.dtype=bf16"])
     torch.manual_seed(0)
