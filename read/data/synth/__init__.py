@@ -1,0 +1,1 @@
+"""Synthetic on-disk datasets in the real formats (tests, smoke runs; no downloads)."""
