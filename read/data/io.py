@@ -32,15 +32,20 @@ def load_image(path: str | os.PathLike) -> np.ndarray:
 
 
 def load_label_png(path: str | os.PathLike) -> np.ndarray:
-    """Read a single-channel label map (uint8/uint16 PNG) unchanged, ``[H, W]``."""
+    """Read a single-channel label map ``[H, W]`` with its stored values (palette indices stay indices, as
+    ``np.array(PIL.Image.open(path))`` gives them; OpenCV would expand a palette PNG to colours)."""
+    from PIL import Image, UnidentifiedImageError
+
     p = Path(path)
     if not p.is_file():
         raise DataError(f"{p}: label file not found")
-    lab = cv2.imdecode(np.fromfile(str(p), dtype=np.uint8), cv2.IMREAD_UNCHANGED)
-    if lab is None:
-        raise DataError(f"{p}: corrupt label image")
-    if lab.ndim == 3:
-        lab = lab[..., 0]
+    try:
+        with Image.open(p) as im:
+            lab = np.array(im)
+    except (UnidentifiedImageError, OSError, SyntaxError) as e:
+        raise DataError(f"{p}: corrupt label image ({e})") from e
+    if lab.ndim != 2:
+        raise DataError(f"{p}: expected a single-channel label map, got shape {lab.shape}")
     return lab
 
 
