@@ -1,90 +1,119 @@
-"""Training entry point.
+"""Train READ.
 
-Current scope (foundation issue): builds the model from a config and runs ``train.steps`` optimiser steps of a
-forward/backward on a freshly generated batch of coloured-rectangle images, printing the loss parts. The full
-trainer (DeepSpeed, data mixture, checkpoints, resume) replaces this loop in the training issue.
+    python train.py --config configs/quickstart.yaml [key=value ...]                       # CPU, tiny model
+    deepspeed --num_gpus 8 train.py --config configs/train/read_7b_reasonseg.yaml          # one node
+    deepspeed --hostfile hostfile train.py --config configs/train/read_7b_reasonseg.yaml   # several nodes
+    torchrun --nproc_per_node 8 train.py --config ... train.engine=deepspeed
 
-    python train.py --config configs/model/tiny.yaml [key=value ...]
+Every run writes its resolved ``config.yaml``, ``metrics.jsonl``, checkpoints under ``checkpoints/`` and
+``loss_curves.png`` into ``output_dir``. With ``train.auto_resume=true`` (default) the same command continues
+from the latest complete checkpoint.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
+import os
 import time
 from pathlib import Path
 
-import numpy as np
 import torch
 
-from read.config import load_config, save_config
-from read.data.base import Sample
-from read.data.collate import collate
-from read.data.synthetic import draw_rectangles
-from read.model.builder import build_read_model, count_parameters
-from read.model.llava_backbone import clip_image_size, num_image_tokens
+from read.config import ReadConfig, load_config, save_config
+from read.utils import distributed as dist
 from read.utils.device import get_device, seed_everything
+from read.utils.logging import get_logger
 
-QUESTION = "<image>\nWhat is {name} in this image? Please output segmentation mask."
-ANSWER = "Sure, the segmentation result is [SEG]."
-
-
-def make_samples(rng: np.random.Generator, n: int) -> list[Sample]:
-    """``n`` images (random sizes) with one conversation row and one mask per rectangle."""
-    samples = []
-    for i in range(n):
-        h, w = int(rng.integers(48, 160)), int(rng.integers(48, 160))
-        image, masks, names = draw_rectangles(rng, h, w, num_shapes=2)
-        convs = [[(QUESTION.format(name=nm), ANSWER)] for nm in names]
-        samples.append(Sample(image=image, conversations=convs, masks=np.stack(masks), name=f"synthetic_{i}"))
-    return samples
+ROOT = Path(__file__).resolve().parent
+log = get_logger()
 
 
-def main(argv: list[str] | None = None) -> dict[str, float]:
+def setup_distributed(cfg: ReadConfig) -> tuple[int, int, torch.device]:
+    """Initialise the process group when launched by deepspeed/torchrun; pick this rank's device."""
+    world = int(os.environ.get("WORLD_SIZE", 1))
+    engine = cfg.train.engine
+    if engine == "auto":
+        engine = "deepspeed" if torch.cuda.is_available() else "torch"
+    if engine == "deepspeed" or world > 1:
+        import deepspeed
+
+        if not torch.cuda.is_available():
+            from read.train.engine import skip_cpu_shm_build
+
+            skip_cpu_shm_build()
+        for k, v in (("RANK", "0"), ("LOCAL_RANK", "0"), ("WORLD_SIZE", "1"), ("MASTER_ADDR", "127.0.0.1")):
+            os.environ.setdefault(k, v)
+        os.environ.setdefault("MASTER_PORT", "29500")
+        deepspeed.init_distributed(dist_backend="nccl" if torch.cuda.is_available() else "gloo")
+    rank, world = dist.get_rank(), dist.get_world_size()
+    if cfg.device == "auto" and torch.cuda.is_available():
+        device = torch.device("cuda", dist.get_local_rank())
+        torch.cuda.set_device(device)
+    else:
+        device = get_device(cfg.device)
+    return rank, world, device
+
+
+def initialise_weights(cfg: ReadConfig, model, tokenizer) -> None:
+    """``train.init``: llava (nothing to do: built that way), released, or one of our checkpoints."""
+    if cfg.train.init == "released":
+        from read.model.convert import load_released_checkpoint
+
+        report = load_released_checkpoint(model, tokenizer, cfg.train.init_checkpoint)
+        log.info("initialised from the released checkpoint %s: %s", cfg.train.init_checkpoint, report)
+    elif cfg.train.init == "checkpoint":
+        from read.train.checkpoint import load_trainable
+
+        load_trainable(model, Path(cfg.train.init_checkpoint))
+        log.info("initialised trainable weights from %s", cfg.train.init_checkpoint)
+
+
+def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--config", required=True, help="YAML config (see configs/)")
-    parser.add_argument("overrides", nargs="*", help="key=value overrides, e.g. train.steps=5")
+    parser.add_argument("--local_rank", type=int, default=None, help="set by the deepspeed launcher")
+    parser.add_argument("overrides", nargs="*", help="key=value overrides, e.g. train.lr=1e-4")
     args = parser.parse_args(argv)
+    if args.local_rank is not None:
+        os.environ.setdefault("LOCAL_RANK", str(args.local_rank))
     cfg = load_config(args.config, args.overrides)
-    seed_everything(cfg.train.seed)
-    device = get_device(cfg.device)
-    out_dir = Path(cfg.output_dir)
-    save_config(cfg, out_dir)
 
+    from read.data.catalog import build_train_mixture
+    from read.model.builder import build_read_model, count_parameters
+    from read.model.llava_backbone import clip_image_size, num_image_tokens
+    from read.train.engine import build_engine
+    from read.train.trainer import TrainCollator, Trainer
+
+    rank, world, device = setup_distributed(cfg)
+    out_dir = Path(cfg.output_dir)
+    if dist.is_main():
+        save_config(cfg, out_dir)
+    seed_everything(cfg.train.seed)  # same initial weights on every rank
     t0 = time.time()
     model, tokenizer = build_read_model(cfg)
+    initialise_weights(cfg, model, tokenizer)
     model.to(device)
     counts = count_parameters(model)
-    print(f"built {cfg.model.name} in {time.time() - t0:.1f}s: {counts['total']:,} parameters, "
-          f"{counts['trainable']:,} trainable; device {device}")
-
-    rng = np.random.default_rng(cfg.train.seed)
-    batch = collate(
-        make_samples(rng, cfg.train.batch_size),
+    if dist.is_main():
+        log.info("built %s in %.1fs: %s parameters, %s trainable; %d process(es) on %s", cfg.model.name,
+                 time.time() - t0, f"{counts['total']:,}", f"{counts['trainable']:,}", world, device)
+    seed_everything(cfg.train.seed + rank)  # per-rank dropout
+    dataset = build_train_mixture(cfg, rank=rank, world_size=world)
+    collator = TrainCollator(
         tokenizer,
         num_image_tokens=num_image_tokens(model.llava),
         clip_size=clip_image_size(model.llava),
         sam_size=model.sam.img_size,
         use_im_start_end=cfg.model.vlm.use_im_start_end,
         conv_template=cfg.model.vlm.conv_template,
-    ).to(device, dtype=next(model.llava.parameters()).dtype)
-
-    params = [p for p in model.parameters() if p.requires_grad]
-    optim = torch.optim.AdamW(params, lr=cfg.train.lr, betas=(0.9, 0.95), weight_decay=0.0)
-    model.train()
-    last: dict[str, float] = {}
-    with open(out_dir / "metrics.jsonl", "a") as log:
-        for step in range(1, cfg.train.steps + 1):
-            out = model(batch)
-            assert out.loss is not None
-            out.loss.total.backward()
-            torch.nn.utils.clip_grad_norm_(params, 1.0)
-            optim.step()
-            optim.zero_grad(set_to_none=True)
-            last = out.loss.as_floats()
-            print(f"step {step}/{cfg.train.steps}  " + "  ".join(f"{k} {v:.4f}" for k, v in last.items()))
-            log.write(json.dumps({"step": step, **last}) + "\n")
-    return last
+        max_length=cfg.model.vlm.model_max_length,
+    )
+    engine = build_engine(model, cfg, world_size=world, root=ROOT)
+    summary = Trainer(cfg, engine, dataset, collator, output_dir=out_dir, device=device).fit()
+    if dist.is_main():
+        print("final: " + "  ".join(f"{k} {v:.4f}" if isinstance(v, float) else f"{k} {v}"
+                                    for k, v in summary.items()))
+    return summary
 
 
 if __name__ == "__main__":

@@ -180,6 +180,8 @@ class DataConfig:
     neg_refer_seg_data: list[str] = field(default_factory=lambda: ["R-refcocog", "R-refcoco", "R-refcoco+"])
     correct_refer_seg_data: list[str] = field(default_factory=lambda: ["fprefcocog", "fprefcoco", "fprefcoco+"])
     reason_seg_split: str = "train"
+    generate_synthetic: bool = False
+    """Write the synthetic datasets under ``root`` first when they are missing (quickstart, tests)."""
     num_classes_per_sample: int = 3
     samples_per_epoch: int | None = None
     """``null``: batch_size x grad_accumulation x steps_per_epoch x world_size (official)."""
@@ -190,10 +192,44 @@ class DataConfig:
 
 @dataclass
 class TrainConfig:
-    steps: int = 3
+    """Optimisation and run control. The DeepSpeed JSON is generated from these fields (one source of truth)."""
+
+    engine: Literal["auto", "deepspeed", "torch"] = "auto"
+    """``auto``: DeepSpeed when CUDA is available, else the plain PyTorch engine (CPU, tests)."""
+    epochs: int = 20
+    steps_per_epoch: int = 500
+    """Optimiser steps per epoch (official ``--steps_per_epoch``)."""
+    max_steps: int | None = None
+    """Stop after this many optimiser steps in total (the lr schedule still spans epochs x steps_per_epoch)."""
     batch_size: int = 2
+    """Images per micro-batch per device (``train_micro_batch_size_per_gpu``)."""
+    grad_accumulation_steps: int = 10
     lr: float = 3e-4
+    betas: list[float] = field(default_factory=lambda: [0.9, 0.95])
+    eps: float = 1e-8
+    weight_decay: float = 0.0
+    warmup_steps: int = 100
+    """Linear warm-up from 0 (DeepSpeed WarmupDecayLR), then linear decay to 0 at epochs x steps_per_epoch."""
+    grad_clip: float = 1.0
+    zero_stage: int = 2
+    deepspeed_config: str | None = "configs/deepspeed/zero2.json"
+    """ZeRO knobs only (bucket sizes, overlap); batch, lr, optimiser and precision are injected from this YAML."""
+    save_every: int = 500
+    """Checkpoint every N optimiser steps (and at the end)."""
+    keep_last: int = 2
+    auto_resume: bool = True
+    """Continue from the latest complete checkpoint in ``output_dir`` with the same data order and step."""
+    max_nonfinite: int = 10
+    """Stop after this many consecutive micro-batches with a non-finite loss."""
+    log_every: int = 1
+    report_to: list[str] = field(default_factory=lambda: ["jsonl"])
+    """Any of ``jsonl`` (always written), ``tensorboard``, ``wandb``."""
+    progress: bool = True
     seed: int = 42
+    init: Literal["llava", "released", "checkpoint"] = "llava"
+    """``llava``: LLaVA weights + SAM from its .pth + fresh projection; ``released``: an official SESAME/READ
+    merged folder (``init_checkpoint``); ``checkpoint``: trainable weights from one of our checkpoints."""
+    init_checkpoint: str | None = None
 
 
 @dataclass
@@ -460,6 +496,17 @@ def validate(cfg: ReadConfig, src: str = "<config>") -> None:
     unknown = [k for k in d.datasets if k not in MIXTURE_KEYS]
     if unknown:
         raise ConfigError(f"{src}: data.datasets: unknown dataset {unknown[0]!r} (known: {list(MIXTURE_KEYS)})")
+    t = cfg.train
+    if min(t.epochs, t.steps_per_epoch, t.batch_size, t.grad_accumulation_steps, t.save_every, t.keep_last) < 1:
+        raise ConfigError(f"{src}: train.epochs/steps_per_epoch/batch_size/grad_accumulation_steps/save_every/"
+                          "keep_last must be >= 1")
+    if len(t.betas) != 2:
+        raise ConfigError(f"{src}: train.betas must have two values")
+    bad = [r for r in t.report_to if r not in ("jsonl", "tensorboard", "wandb")]
+    if bad:
+        raise ConfigError(f"{src}: train.report_to: unknown reporter {bad[0]!r} (jsonl, tensorboard, wandb)")
+    if t.init != "llava" and not t.init_checkpoint:
+        raise ConfigError(f"{src}: train.init={t.init} needs train.init_checkpoint")
     for name in ("ce_weight", "bce_weight", "dice_weight"):
         if getattr(cfg.loss, name) < 0:
             raise ConfigError(f"{src}: loss.{name} must be >= 0")

@@ -1,0 +1,1 @@
+"""Training: engines (DeepSpeed / plain PyTorch), schedule, checkpoints, the trainer loop."""

@@ -1,0 +1,167 @@
+"""Two engines behind one interface: DeepSpeed (default on GPU) and plain PyTorch (CPU, tests).
+
+Both follow DeepSpeed's semantics: ``backward(loss)`` scales by ``1 / grad_accumulation_steps``; ``step()`` is
+called after every micro-batch and applies gradient clipping, the optimiser and the lr schedule only at
+accumulation boundaries; ``global_steps`` counts optimiser steps.
+"""
+
+from __future__ import annotations
+
+import importlib
+import sys
+from pathlib import Path
+from typing import Protocol
+
+import torch
+from torch import nn
+
+from read.config import ReadConfig
+from read.train.schedule import WarmupDecaySchedule
+
+
+class Engine(Protocol):
+    module: nn.Module
+    global_steps: int
+
+    def __call__(self, batch): ...
+    def backward(self, loss: torch.Tensor) -> None: ...
+    def step(self) -> None: ...
+    def is_boundary(self) -> bool: ...
+    def get_lr(self) -> float: ...
+    def save(self, directory: Path) -> None: ...
+    def load(self, directory: Path) -> None: ...
+
+
+def trainable_parameters(model: nn.Module) -> list[nn.Parameter]:
+    return [p for p in model.parameters() if p.requires_grad]
+
+
+class TorchEngine:
+    """Plain PyTorch: AdamW (betas, eps, weight decay from config) + the WarmupDecayLR schedule."""
+
+    def __init__(self, model: nn.Module, cfg: ReadConfig) -> None:
+        t = cfg.train
+        self.module = model
+        self.params = trainable_parameters(model)
+        self.optimizer = torch.optim.AdamW(
+            self.params, lr=t.lr, betas=tuple(t.betas), eps=t.eps, weight_decay=t.weight_decay
+        )
+        self.scheduler = WarmupDecaySchedule(
+            self.optimizer, max_lr=t.lr, total_steps=t.epochs * t.steps_per_epoch, warmup_steps=t.warmup_steps
+        )
+        self.accumulation = t.grad_accumulation_steps
+        self.grad_clip = t.grad_clip
+        self.micro_steps = 0
+        self.global_steps = 0
+
+    def __call__(self, batch):
+        return self.module(batch)
+
+    def backward(self, loss: torch.Tensor) -> None:
+        (loss / self.accumulation).backward()
+
+    def is_boundary(self) -> bool:
+        """True when the *next* ``step()`` applies the optimiser."""
+        return (self.micro_steps + 1) % self.accumulation == 0
+
+    def step(self) -> None:
+        boundary = self.is_boundary()
+        self.micro_steps += 1
+        if not boundary:
+            return
+        if self.grad_clip > 0:
+            torch.nn.utils.clip_grad_norm_(self.params, self.grad_clip)
+        self.optimizer.step()
+        self.scheduler.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        self.global_steps += 1
+
+    def get_lr(self) -> float:
+        return self.scheduler.get_lr()
+
+    def save(self, directory: Path) -> None:
+        directory.mkdir(parents=True, exist_ok=True)
+        torch.save(
+            {
+                "optimizer": self.optimizer.state_dict(),
+                "scheduler": self.scheduler.state_dict(),
+                "micro_steps": self.micro_steps,
+                "global_steps": self.global_steps,
+            },
+            directory / "torch_engine.pt",
+        )
+
+    def load(self, directory: Path) -> None:
+        state = torch.load(directory / "torch_engine.pt", map_location="cpu", weights_only=False)
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.scheduler.load_state_dict(state["scheduler"])
+        self.micro_steps = int(state["micro_steps"])
+        self.global_steps = int(state["global_steps"])
+
+
+def skip_cpu_shm_build() -> None:
+    """DeepSpeed's CPU comm backend JIT-builds a shared-memory all-reduce op (40-55 s the first time) that a
+    single CPU process does not need (STACK.md 1.4). Replace the builder with a no-op; CUDA runs are untouched."""
+    importlib.import_module("deepspeed.comm.torch")
+    sys.modules["deepspeed.comm.torch"].build_shm_op = lambda: None
+
+
+class DeepSpeedEngine:
+    """``deepspeed.initialize`` with the config generated from the YAML (ZeRO-2, bf16, clipping, AdamW,
+    WarmupDecayLR). Checkpoints of the engine exclude frozen parameters (the trainable weights are saved
+    separately as safetensors by ``read.train.checkpoint``)."""
+
+    def __init__(self, model: nn.Module, cfg: ReadConfig, *, world_size: int, root: Path | None = None) -> None:
+        try:
+            import deepspeed
+        except ImportError as e:  # pragma: no cover
+            raise ImportError("the DeepSpeed engine needs deepspeed: pip install deepspeed") from e
+        from read.train.deepspeed_config import build_deepspeed_config
+
+        cpu = not torch.cuda.is_available()
+        if cpu:
+            skip_cpu_shm_build()
+        self.ds_config = build_deepspeed_config(cfg, world_size=world_size, cpu=cpu, root=root)
+        self.engine, self.optimizer, _, self.scheduler = deepspeed.initialize(
+            model=model, model_parameters=trainable_parameters(model), config=self.ds_config
+        )
+        self.module = self.engine.module
+
+    @property
+    def global_steps(self) -> int:
+        return int(self.engine.global_steps)
+
+    def __call__(self, batch):
+        return self.engine(batch)
+
+    def backward(self, loss: torch.Tensor) -> None:
+        self.engine.backward(loss)
+
+    def is_boundary(self) -> bool:
+        return bool(self.engine.is_gradient_accumulation_boundary())
+
+    def step(self) -> None:
+        self.engine.step()
+
+    def get_lr(self) -> float:
+        return float(self.engine.get_lr()[0])
+
+    def save(self, directory: Path) -> None:
+        self.engine.save_checkpoint(str(directory), tag="engine", exclude_frozen_parameters=True)
+
+    def load(self, directory: Path) -> None:
+        path, _ = self.engine.load_checkpoint(str(directory), tag="engine", load_module_strict=False)
+        if path is None:
+            raise FileNotFoundError(f"{directory}: no DeepSpeed engine checkpoint (tag 'engine')")
+
+
+def build_engine(model: nn.Module, cfg: ReadConfig, *, world_size: int = 1, root: Path | None = None):
+    """``train.engine``: ``auto`` = DeepSpeed when CUDA is available, else plain PyTorch."""
+    kind = cfg.train.engine
+    if kind == "auto":
+        kind = "deepspeed" if torch.cuda.is_available() else "torch"
+    if kind == "deepspeed":
+        return DeepSpeedEngine(model, cfg, world_size=world_size, root=root)
+    if world_size > 1:
+        raise RuntimeError("the plain PyTorch engine runs one process; use train.engine=deepspeed for several")
+    return TorchEngine(model, cfg)
