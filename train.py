@@ -41,9 +41,7 @@ def setup_distributed(cfg: ReadConfig) -> tuple[int, int, torch.device]:
             from read.train.engine import skip_cpu_shm_build
 
             skip_cpu_shm_build()
-        for k, v in (("RANK", "0"), ("LOCAL_RANK", "0"), ("WORLD_SIZE", "1"), ("MASTER_ADDR", "127.0.0.1")):
-            os.environ.setdefault(k, v)
-        os.environ.setdefault("MASTER_PORT", "29500")
+        dist.single_process_env_defaults()
         deepspeed.init_distributed(dist_backend="nccl" if torch.cuda.is_available() else "gloo")
     rank, world = dist.get_rank(), dist.get_world_size()
     if cfg.device == "auto" and torch.cuda.is_available():

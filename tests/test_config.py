@@ -109,3 +109,10 @@ def test_data_section_validation():
         load_config(ROOT / "configs/model/tiny.yaml", ["data.datasets=[reason_seg, vqa]", "data.sample_rates=[3]"])
     with pytest.raises(ConfigError, match="unknown dataset 'coco'"):
         load_config(ROOT / "configs/model/tiny.yaml", ["data.datasets=[coco]", "data.sample_rates=[1]"])
+
+
+def test_exponent_floats_are_numbers():
+    cfg = load_config(ROOT / "configs/model/tiny.yaml", ["train.lr=1e-4", "loss.dice_weight=4"])
+    assert cfg.train.lr == 1e-4 and isinstance(cfg.train.lr, float)
+    with pytest.raises(ConfigError, match="train.lr: expected a number"):
+        load_config(ROOT / "configs/model/tiny.yaml", ["train.lr=fast"])

@@ -118,9 +118,13 @@ class DeepSpeedEngine:
             raise ImportError("the DeepSpeed engine needs deepspeed: pip install deepspeed") from e
         from read.train.deepspeed_config import build_deepspeed_config
 
+        from read.utils.distributed import is_initialized, single_process_env_defaults
+
         cpu = not torch.cuda.is_available()
         if cpu:
             skip_cpu_shm_build()
+        if not is_initialized():
+            single_process_env_defaults()
         self.ds_config = build_deepspeed_config(cfg, world_size=world_size, cpu=cpu, root=root)
         self.engine, self.optimizer, _, self.scheduler = deepspeed.initialize(
             model=model, model_parameters=trainable_parameters(model), config=self.ds_config

@@ -48,3 +48,11 @@ def all_reduce_sum(t: torch.Tensor) -> torch.Tensor:
     if is_initialized():
         dist.all_reduce(out, op=dist.ReduceOp.SUM)
     return out
+
+
+def single_process_env_defaults(port: int = 29500) -> None:
+    """Without a launcher, DeepSpeed falls into MPI discovery (and fails without mpi4py). Give it the env of a
+    one-process world unless a launcher already set it."""
+    for k, v in (("RANK", "0"), ("LOCAL_RANK", "0"), ("WORLD_SIZE", "1"), ("MASTER_ADDR", "127.0.0.1"),
+                 ("MASTER_PORT", str(port))):
+        os.environ.setdefault(k, v)

@@ -25,6 +25,7 @@ class MetricLogger:
         self.wandb = None
         if not enabled:
             return
+        self.path.parent.mkdir(parents=True, exist_ok=True)
         if "tensorboard" in report_to:
             try:
                 from torch.utils.tensorboard import SummaryWriter
