@@ -117,7 +117,6 @@ class DeepSpeedEngine:
         except ImportError as e:  # pragma: no cover
             raise ImportError("the DeepSpeed engine needs deepspeed: pip install deepspeed") from e
         from read.train.deepspeed_config import build_deepspeed_config
-
         from read.utils.distributed import is_initialized, single_process_env_defaults
 
         cpu = not torch.cuda.is_available()
