@@ -2,8 +2,8 @@
 
 Key layouts
 -----------
-*Merged release* (what the official ``merge_lora_weights_and_save_hf_model.py`` writes and what is published on
-the Hugging Face Hub; ``READForCausalLM`` state dict without the CLIP tower, spec 7.2)::
+*Merged release* (what the official ``merge_lora_weights_and_save_hf_model.py`` writes and what is
+published on the Hugging Face Hub; ``READForCausalLM`` state dict without the CLIP tower, spec 7.2)::
 
     model.embed_tokens.weight                    -> llava.model.language_model.embed_tokens.weight
     model.layers.N.*                             -> llava.model.language_model.layers.N.*
@@ -17,30 +17,31 @@ the Hugging Face Hub; ``READForCausalLM`` state dict without the CLIP tower, spe
     model.vision_tower.vision_tower.vision_model.*  (never in releases; DeepSpeed dumps)
                                                  -> llava.model.vision_tower.*
 
-Deliberately dropped: ``rotary_emb.inv_freq`` (a buffer that transformers 4.31 saved; recomputed here) and the
-CLIP ``embeddings.position_ids`` buffer (non-persistent in transformers 5). Any other key raises ``ValueError``.
+Deliberately dropped: ``rotary_emb.inv_freq`` (a buffer that transformers 4.31 saved; recomputed here)
+and the CLIP ``embeddings.position_ids`` buffer (non-persistent in transformers 5). Any other key raises
+``ValueError``.
 
-*Unmerged DeepSpeed / peft-0.4 layout* (``zero_to_fp32.py`` output of the training ``PeftModel``, spec 7.1):
-every key above prefixed with ``base_model.model.``; a LoRA-wrapped linear keeps its base weight under the plain
-name and adds ``lora_A.default.weight`` / ``lora_B.default.weight``. The base weight maps to our peft name
-``...q_proj.base_layer.weight`` and the LoRA matrices keep their names.
+*Unmerged DeepSpeed / peft-0.4 layout* (``zero_to_fp32.py`` output of the training ``PeftModel``, spec
+7.1): every key above prefixed with ``base_model.model.``; a LoRA-wrapped linear keeps its base weight
+under the plain name and adds ``lora_A.default.weight`` / ``lora_B.default.weight``. The base weight
+maps to our peft name ``...q_proj.base_layer.weight`` and the LoRA matrices keep their names.
 
 Vocabulary
 ----------
-Releases have ``embed_tokens`` / ``lm_head`` with 32003 rows (``[SEG]=32000, <im_start>=32001, <im_end>=32002``,
-spec 1.3). Our tokenizer, read from the same folder, appends ``<image>=32003`` (transformers' LLaVA needs a real
-image token, spec 7.4), and the model built from a llava-hf base has 32064 rows (llava-hf pads its vocabulary).
-:func:`load_released_checkpoint` copies the released rows into rows ``[0, 32003)`` and leaves the others as they
-are. That is safe because:
+Releases have ``embed_tokens`` / ``lm_head`` with 32003 rows (``[SEG]=32000, <im_start>=32001,
+<im_end>=32002``, spec 1.3). Our tokenizer, read from the same folder, appends ``<image>=32003``
+(transformers' LLaVA needs a real image token, spec 7.4), and the model built from a llava-hf base has
+32064 rows (llava-hf pads its vocabulary). :func:`load_released_checkpoint` copies the released rows into
+rows ``[0, 32003)`` and leaves the others as they are. That is safe because:
 
-* row ``32003`` (``<image>``) of ``embed_tokens`` is never read: the image features replace the embeddings at
-  every ``<image>`` position before the language model runs;
-* every id the tokenizer can produce apart from ``<image>`` is checked to lie inside the released rows, and
-  ``<image>`` to lie outside them, so no released row is shadowed and no used token is left untrained.
+* row ``32003`` (``<image>``) of ``embed_tokens`` is never read: the image features replace the
+  embeddings at every ``<image>`` position before the language model runs;
+* every id the tokenizer can produce apart from ``<image>`` is checked to lie inside the released rows,
+  and ``<image>`` to lie outside them, so no released row is shadowed and no used token is untrained.
 
-The ``lm_head`` rows past the release (``<image>`` and llava-hf's padding) are *not* part of the official model:
-the official vocabulary has ``released_vocab_size`` entries (returned in the report). Greedy decoding that must
-match the official model restricts its logits to ``[:released_vocab_size]``.
+The ``lm_head`` rows past the release (``<image>`` and llava-hf's padding) are *not* part of the
+official model: the official vocabulary has ``released_vocab_size`` entries (returned in the report).
+Greedy decoding that must match the official model restricts its logits to ``[:released_vocab_size]``.
 """
 
 from __future__ import annotations
@@ -64,6 +65,7 @@ if TYPE_CHECKING:  # pragma: no cover
 __all__ = [
     "DEFAULT_LORA_TARGETS",
     "OfficialConversion",
+    "check_released_vocab",
     "convert_official_state_dict",
     "load_released_checkpoint",
     "official_to_read_key",
@@ -109,7 +111,13 @@ _LAYER_LORA = re.compile(
 )
 _INV_FREQ = re.compile(r"model\.(?:layers\.\d+\.self_attn\.)?rotary_emb\.inv_freq")
 
-CONFIG_FIELDS = ("hidden_size", "intermediate_size", "num_hidden_layers", "num_attention_heads", "num_key_value_heads")
+CONFIG_FIELDS = (
+    "hidden_size",
+    "intermediate_size",
+    "num_hidden_layers",
+    "num_attention_heads",
+    "num_key_value_heads",
+)
 """``config.json`` fields of a release compared with the model's text config before loading."""
 
 
@@ -131,15 +139,15 @@ def official_to_read_key(key: str, *, lora_targets: Collection[str] = DEFAULT_LO
     Args:
         key: a merged-layout key (``model.layers.0.mlp.up_proj.weight``) or an unmerged peft-0.4 one
             (``base_model.model.model.layers.0.self_attn.q_proj.lora_A.default.weight``).
-        lora_targets: module names wrapped by LoRA in the unmerged layout (their base ``weight``/``bias`` map to
-            ``base_layer.weight``/``base_layer.bias``). Ignored for merged keys.
+        lora_targets: module names wrapped by LoRA in the unmerged layout (their base ``weight``/``bias``
+            map to ``base_layer.weight``/``base_layer.bias``). Ignored for merged keys.
 
     Raises:
-        ValueError: the key (named in the message) is not part of the official layout, or is a LoRA key without
-            the ``base_model.model.`` prefix, or a LoRA key of a module outside ``lora_targets``.
+        ValueError: the key (named in the message) is not part of the official layout, or is a LoRA key
+            without the ``base_model.model.`` prefix, or a LoRA key of a module outside ``lora_targets``.
     """
     peft = key.startswith(PEFT_PREFIX)
-    k = key[len(PEFT_PREFIX):] if peft else key
+    k = key[len(PEFT_PREFIX) :] if peft else key
     if _INV_FREQ.fullmatch(k):
         return None
     if k == O_EMBED:
@@ -149,11 +157,13 @@ def official_to_read_key(key: str, *, lora_targets: Collection[str] = DEFAULT_LO
     if k == O_NORM:
         return LM + "norm.weight"
     if k.startswith(O_LAYERS):
-        rest = k[len(O_LAYERS):]
+        rest = k[len(O_LAYERS) :]
         m = _LAYER_LORA.fullmatch(rest)
         if m is not None:
             if not peft:
-                raise _unknown(key, "LoRA weights only exist in the unmerged layout, under 'base_model.model.'")
+                raise _unknown(
+                    key, "LoRA weights only exist in the unmerged layout, under 'base_model.model.'"
+                )
             if m["module"].rsplit(".", 1)[1] not in lora_targets:
                 raise _unknown(key, f"LoRA weights of a module outside lora_targets={sorted(lora_targets)}")
             return LM + "layers." + rest
@@ -164,20 +174,20 @@ def official_to_read_key(key: str, *, lora_targets: Collection[str] = DEFAULT_LO
             return f"{LM}layers.{m['idx']}.{m['module']}.base_layer.{m['param']}"
         return LM + "layers." + rest
     if k.startswith(O_PROJECTOR):
-        idx, _, param = k[len(O_PROJECTOR):].partition(".")
+        idx, _, param = k[len(O_PROJECTOR) :].partition(".")
         if idx not in _PROJECTOR_LAYERS or param not in ("weight", "bias"):
             raise _unknown(key)
         return f"{PROJECTOR}{_PROJECTOR_LAYERS[idx]}.{param}"
     if k.startswith(O_SAM):
-        rest = k[len(O_SAM):]
+        rest = k[len(O_SAM) :]
         part, _, inner = rest.partition(".")
         if part not in SAM_PARTS or not inner:
             raise _unknown(key, f"SAM keys are {', '.join(O_SAM + p + '.*' for p in SAM_PARTS)}")
         return "sam." + rest
     if k.startswith(O_FCS):
-        return "text_hidden_fcs." + k[len(O_FCS):]
+        return "text_hidden_fcs." + k[len(O_FCS) :]
     if k.startswith(O_VISION):
-        rest = k[len(O_VISION):]
+        rest = k[len(O_VISION) :]
         if rest == "embeddings.position_ids":
             return None
         return VISION + rest
@@ -189,7 +199,8 @@ def read_to_official_key(key: str) -> str | None:
     do not carry it).
 
     Raises:
-        ValueError: a LoRA name (``lora_A``/``lora_B``/``base_layer``: merge first) or a name outside the model.
+        ValueError: a LoRA name (``lora_A``/``lora_B``/``base_layer``: merge first) or a name outside the
+            model.
     """
     if ".lora_A." in key or ".lora_B." in key or ".base_layer." in key:
         raise ValueError(
@@ -205,15 +216,15 @@ def read_to_official_key(key: str) -> str | None:
     if key == LM + "norm.weight":
         return O_NORM
     if key.startswith(LM + "layers."):
-        return O_LAYERS + key[len(LM + "layers."):]
+        return O_LAYERS + key[len(LM + "layers.") :]
     if key.startswith(PROJECTOR):
-        layer, _, param = key[len(PROJECTOR):].partition(".")
+        layer, _, param = key[len(PROJECTOR) :].partition(".")
         if layer in _PROJECTOR_LAYERS_INV:
             return f"{O_PROJECTOR}{_PROJECTOR_LAYERS_INV[layer]}.{param}"
     if key.startswith("sam.") and key.split(".")[1] in SAM_PARTS:
-        return O_SAM + key[len("sam."):]
+        return O_SAM + key[len("sam.") :]
     if key.startswith("text_hidden_fcs."):
-        return O_FCS + key[len("text_hidden_fcs."):]
+        return O_FCS + key[len("text_hidden_fcs.") :]
     raise ValueError(f"{key!r} has no counterpart in the official READ layout")
 
 
@@ -222,7 +233,7 @@ def _infer_lora_targets(keys: Collection[str]) -> tuple[str, ...]:
     targets = set()
     for key in keys:
         if key.startswith(PEFT_PREFIX + O_LAYERS):
-            m = _LAYER_LORA.fullmatch(key[len(PEFT_PREFIX + O_LAYERS):])
+            m = _LAYER_LORA.fullmatch(key[len(PEFT_PREFIX + O_LAYERS) :])
             if m is not None:
                 targets.add(m["module"].rsplit(".", 1)[1])
     return tuple(sorted(targets))
@@ -249,7 +260,9 @@ class OfficialConversion:
     unknown: list[str] = field(default_factory=list)
 
 
-def convert_official_state_dict(state_dict: Mapping[str, Tensor], *, strict: bool = True) -> OfficialConversion:
+def convert_official_state_dict(
+    state_dict: Mapping[str, Tensor], *, strict: bool = True
+) -> OfficialConversion:
     """Rename a whole official state dict (merged or unmerged layout, detected from the keys).
 
     In the unmerged layout the LoRA targets are inferred from the ``lora_A``/``lora_B`` keys present.
@@ -262,8 +275,8 @@ def convert_official_state_dict(state_dict: Mapping[str, Tensor], *, strict: boo
     if 0 < n_peft < len(keys):
         plain = next(k for k in keys if not k.startswith(PEFT_PREFIX))
         raise ValueError(
-            f"mixed checkpoint layout: {n_peft} keys start with {PEFT_PREFIX!r} and {len(keys) - n_peft} do not "
-            f"(e.g. {plain!r})"
+            f"mixed checkpoint layout: {n_peft} keys start with {PEFT_PREFIX!r} and "
+            f"{len(keys) - n_peft} do not (e.g. {plain!r})"
         )
     layout: Literal["merged", "peft"] = "peft" if keys and n_peft == len(keys) else "merged"
     targets = _infer_lora_targets(keys) if layout == "peft" else ()
@@ -411,27 +424,29 @@ def _check_release_config(model: nn.Module, directory: Path) -> None:
             bad.append(f"{name}={theirs} (model: {ours})")
     if bad:
         raise ValueError(
-            f"{path} describes another model size than the one built: {', '.join(bad)}; build the model from the "
-            "config of the matching size (e.g. configs/model/read_13b.yaml for a 13B release)"
+            f"{path} describes another model size than the one built: {', '.join(bad)}; build the model "
+            "from the config of the matching size (e.g. configs/model/read_13b.yaml for a 13B release)"
         )
 
 
-def check_released_vocab(model: nn.Module, tokenizer: ReadTokenizer, released_rows: int, directory: Path) -> None:
+def check_released_vocab(
+    model: nn.Module, tokenizer: ReadTokenizer, released_rows: int, directory: Path
+) -> None:
     """Token ids vs. the released embedding rows (see the module docstring).
 
     Raises:
-        ValueError: the tokenizer is not the release's (``[SEG]``/``<im_start>``/``<im_end>`` outside the released
-            rows, ``<image>`` inside them, another id outside them, ids differing from ``added_tokens.json``), or
-            the model was built with another tokenizer.
+        ValueError: the tokenizer is not the release's (``[SEG]``/``<im_start>``/``<im_end>`` outside the
+            released rows, ``<image>`` inside them, another id outside them, ids differing from
+            ``added_tokens.json``), or the model was built with another tokenizer.
     """
     if model.seg_token_id != tokenizer.seg_token_id or model.image_token_id != tokenizer.image_token_id:
         raise ValueError(
-            f"the model was built for [SEG]={model.seg_token_id}, <image>={model.image_token_id} but the tokenizer "
-            f"has [SEG]={tokenizer.seg_token_id}, <image>={tokenizer.image_token_id}"
+            f"the model was built for [SEG]={model.seg_token_id}, <image>={model.image_token_id} but the "
+            f"tokenizer has [SEG]={tokenizer.seg_token_id}, <image>={tokenizer.image_token_id}"
         )
     hint = (
-        f"build the tokenizer from the release folder (model.vlm.tokenizer={directory}), which keeps the official "
-        "ids and appends <image> after them"
+        f"build the tokenizer from the release folder (model.vlm.tokenizer={directory}), which keeps the "
+        "official ids and appends <image> after them"
     )
     image = tokenizer.image_token_id
     if image < released_rows:
@@ -439,12 +454,16 @@ def check_released_vocab(model: nn.Module, tokenizer: ReadTokenizer, released_ro
             f"{directory}: the tokenizer's image token id {image} falls inside the {released_rows} released "
             f"vocabulary rows (the release gives that row to another token); {hint}"
         )
-    inside = {"[SEG]": tokenizer.seg_token_id, "<im_start>": tokenizer.im_start_id, "<im_end>": tokenizer.im_end_id}
+    inside = {
+        "[SEG]": tokenizer.seg_token_id,
+        "<im_start>": tokenizer.im_start_id,
+        "<im_end>": tokenizer.im_end_id,
+    }
     for name, idx in inside.items():
         if idx is not None and not 0 <= idx < released_rows:
             raise ValueError(
-                f"{directory}: the release has {released_rows} vocabulary rows but the tokenizer's {name} id is "
-                f"{idx}; {hint}"
+                f"{directory}: the release has {released_rows} vocabulary rows but the tokenizer's {name} "
+                f"id is {idx}; {hint}"
             )
     for idx in range(released_rows, len(tokenizer)):
         if idx != image:
@@ -464,7 +483,9 @@ def check_released_vocab(model: nn.Module, tokenizer: ReadTokenizer, released_ro
             except ValueError:
                 ours = None
             if ours != int(idx):
-                raise ValueError(f"{added_path}: {content!r} has id {idx} there but {ours} in the tokenizer; {hint}")
+                raise ValueError(
+                    f"{added_path}: {content!r} has id {idx} there but {ours} in the tokenizer; {hint}"
+                )
 
 
 @torch.no_grad()
@@ -475,17 +496,18 @@ def load_released_checkpoint(
 
     ``model`` is built from a llava-hf base config of the same size with the tokenizer of the release folder
     (``model.vlm.tokenizer=<directory>``); the CLIP tower is not in releases and stays the base's. Every other
-    parameter must be present with the same name and shape, except ``embed_tokens``/``lm_head`` whose released
-    rows are copied into the first rows (see the module docstring). Also accepts the unmerged DeepSpeed/peft-0.4
-    layout when the model has LoRA adapters of the same rank.
+    parameter must be present with the same name and shape, except ``embed_tokens``/``lm_head`` whose
+    released rows are copied into the first rows (see the module docstring). Also accepts the unmerged
+    DeepSpeed/peft-0.4 layout when the model has LoRA adapters of the same rank.
 
-    With LoRA injected in the model and a merged release, the merged weights go into the ``base_layer`` weights;
-    the adapters must still be at their initial state (``lora_B == 0``) so the model equals the merged release.
+    With LoRA injected in the model and a merged release, the merged weights go into the ``base_layer``
+    weights; the adapters must still be at their initial state (``lora_B == 0``) so the model equals the
+    merged release.
 
     Args:
-        strict: raise ``CheckpointKeyError`` on missing or unexpected keys and ``ValueError`` on unknown key
-            names; ``False`` loads what matches and lists the rest in the report. Shape mismatches and token-id
-            inconsistencies always raise.
+        strict: raise ``CheckpointKeyError`` on missing or unexpected keys and ``ValueError`` on unknown
+            key names; ``False`` loads what matches and lists the rest in the report. Shape mismatches and
+            token-id inconsistencies always raise.
 
     Returns:
         Report: ``directory``, ``layout`` (``merged``/``peft``), ``loaded_keys`` (count), ``skipped_keys``
@@ -531,7 +553,9 @@ def load_released_checkpoint(
         src, dst = conv.state_dict[key], own[target]
         if target in VOCAB_KEYS:
             if src.dim() != 2 or src.shape[1] != dst.shape[1] or src.shape[0] > dst.shape[0]:
-                shape_bad.append(f"{conv.sources[key]}: release {tuple(src.shape)} vs model {tuple(dst.shape)}")
+                shape_bad.append(
+                    f"{conv.sources[key]}: release {tuple(src.shape)} vs model {tuple(dst.shape)}"
+                )
             else:
                 vocab_rows[target] = src.shape[0]
         elif tuple(src.shape) != tuple(dst.shape):
@@ -548,11 +572,13 @@ def load_released_checkpoint(
         problems.append(f"{len(shape_bad)} shape mismatches: {_preview(shape_bad)}")
     if problems and conv.layout == "peft" and not model_has_lora:
         problems.append(
-            f"the checkpoint is an unmerged LoRA dump (LoRA on {list(conv.lora_targets)}): build the model with "
-            "model.lora.enabled=true and the training rank/targets, or merge the dump first"
+            f"the checkpoint is an unmerged LoRA dump (LoRA on {list(conv.lora_targets)}): build the model "
+            "with model.lora.enabled=true and the training rank/targets, or merge the dump first"
         )
     if problems:
-        raise CheckpointKeyError(f"{directory}: released checkpoint does not fit the model: " + "; ".join(problems))
+        raise CheckpointKeyError(
+            f"{directory}: released checkpoint does not fit the model: " + "; ".join(problems)
+        )
 
     released_rows = next(iter(vocab_rows.values()), None)
     if released_rows is not None:
@@ -564,9 +590,9 @@ def load_released_checkpoint(
             nonzero = [k for k, v in own.items() if ".lora_B." in k and bool(v.any())]
             if nonzero:
                 raise ValueError(
-                    f"{directory}: the model's LoRA adapters are not at their initial state (lora_B != 0 in "
-                    f"{_preview(nonzero, 3)}); a merged release loaded under them would not equal the release. "
-                    "Load into a freshly built model."
+                    f"{directory}: the model's LoRA adapters are not at their initial state (lora_B != 0 "
+                    f"in {_preview(nonzero, 3)}); a merged release loaded under them would not equal the "
+                    "release. Load into a freshly built model."
                 )
             lora_state = "base_layer"
         else:
@@ -626,8 +652,9 @@ def read_to_official_state_dict(model: ReadModel, *, vocab_rows: int | None = No
         raise ValueError(f"vocab_rows={rows} is outside (0, {n_embed}]")
     if model.seg_token_id >= rows:
         raise ValueError(
-            f"[SEG] (id {model.seg_token_id}) would fall outside the exported {rows} rows: the official layout "
-            "needs the tokenizer's ids in the official order ([SEG], <im_start>, <im_end> before <image>)"
+            f"[SEG] (id {model.seg_token_id}) would fall outside the exported {rows} rows: the official "
+            "layout needs the tokenizer's ids in the official order ([SEG], <im_start>, <im_end> before "
+            "<image>)"
         )
     if model.image_token_id < rows:
         raise ValueError(

@@ -73,10 +73,16 @@ def scene(
     hw_range: tuple[tuple[int, int], tuple[int, int]] = ((40, 64), (48, 80)),
 ) -> tuple[np.ndarray, list[Shape]]:
     """Image ``index`` of ``dataset``: ``draw_shapes`` with 2-4 shapes from ``default_rng([seed, crc32(dataset), index])``."""
-    rng = np.random.default_rng([seed, zlib.crc32(dataset.encode("utf-8")), index])
     (h0, h1), (w0, w1) = hw_range
-    h, w = int(rng.integers(h0, h1 + 1)), int(rng.integers(w0, w1 + 1))
-    return draw_shapes(rng, h, w, int(rng.integers(2, 5)))
+    for attempt in range(50):
+        key = [seed, zlib.crc32(dataset.encode("utf-8")), index] + ([attempt] if attempt else [])
+        rng = np.random.default_rng(key)
+        h, w = int(rng.integers(h0, h1 + 1)), int(rng.integers(w0, w1 + 1))
+        image, shapes = draw_shapes(rng, h, w, int(rng.integers(2, 5)))
+        # COCO-Stuff's "-" classes (triangles here) become 255: keep at least one usable class per image
+        if dataset != "cocostuff" or any(s.kind != "triangle" for s in shapes):
+            return image, shapes
+    raise RuntimeError(f"no usable COCO-Stuff scene for seed {seed}, index {index}")
 
 
 def _write_jpg(path: Path, image: np.ndarray) -> None:

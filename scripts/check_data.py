@@ -1,0 +1,160 @@
+"""Check a data root before training: for every dataset the config names, report found/missing splits, item
+counts, unreadable images and malformed annotations (file and reason); optionally write mask overlays.
+
+    python scripts/check_data.py --root $READ_DATA_ROOT [--config configs/train/read_7b_reasonseg.yaml]
+                                 [--limit 200] [--overlays 4 --overlay-dir runs/overlays] [--json report.json]
+
+Exit status 1 when anything is missing or bad.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from read.config import DataConfig, load_config  # noqa: E402
+from read.data.base import DataError  # noqa: E402
+
+
+@dataclass
+class Report:
+    name: str
+    status: str = "ok"  # ok | missing | bad
+    count: int = 0
+    checked: int = 0
+    detail: str = ""
+    problems: list[str] = field(default_factory=list)
+
+
+class Concat:
+    """Items of several datasets one after another."""
+
+    def __init__(self, parts: list) -> None:
+        self.parts = parts
+
+    def __len__(self) -> int:
+        return sum(len(p) for p in self.parts)
+
+    def __getitem__(self, i: int):
+        for p in self.parts:
+            if i < len(p):
+                return p[i]
+            i -= len(p)
+        raise IndexError(i)
+
+
+def overlay(image: np.ndarray, masks: np.ndarray | None) -> np.ndarray:
+    """BGR image with each mask tinted (255 = ignore shown in grey)."""
+    out = cv2.cvtColor(image, cv2.COLOR_RGB2BGR).astype(np.float32)
+    colours = [(0, 0, 255), (0, 255, 0), (255, 0, 0), (0, 255, 255), (255, 0, 255)]
+    if masks is not None:
+        for k, m in enumerate(masks):
+            c = np.array(colours[k % len(colours)], np.float32)
+            out[m == 1] = 0.5 * out[m == 1] + 0.5 * c
+            out[m == 255] = 0.5 * out[m == 255] + 0.5 * np.array((128, 128, 128), np.float32)
+    return out.clip(0, 255).astype(np.uint8)
+
+
+def check(name: str, make: Callable[[], object], *, limit: int | None, overlays: int, overlay_dir: Path | None,
+          detail: Callable[[object], str] | None = None) -> Report:
+    rep = Report(name)
+    try:
+        ds = make()
+    except (DataError, FileNotFoundError) as e:
+        rep.status, rep.detail = "missing", str(e)
+        return rep
+    rep.count = len(ds)
+    rep.detail = detail(ds) if detail else ""
+    n = rep.count if limit is None else min(rep.count, limit)
+    for i in range(n):
+        try:
+            s = ds[i]
+            s_masks = s.masks if s.masks is not None else s.meta.get("gt_masks")
+        except DataError as e:
+            rep.problems.append(str(e))
+            continue
+        rep.checked += 1
+        if overlay_dir is not None and i < overlays:
+            overlay_dir.mkdir(parents=True, exist_ok=True)
+            safe = name.replace("/", "_").replace("+", "plus")
+            cv2.imwrite(str(overlay_dir / f"{safe}_{i:03d}.jpg"), overlay(s.image, s_masks))
+    if rep.problems:
+        rep.status = "bad"
+    return rep
+
+
+def plan(cfg: DataConfig, root: Path) -> list[tuple[str, Callable[[], object], Callable | None]]:
+    """(name, constructor, detail) for every concrete dataset/split the config's mixture keys cover."""
+    from read.data import refer, refer_seg, sem_seg, vqa
+    from read.data.reason_seg import ReasonSegEvalDataset
+
+    jobs: list[tuple[str, Callable[[], object], Callable | None]] = []
+    keys = set(cfg.datasets) | {"reason_seg"}  # ReasonSeg val/test are always needed for evaluation
+    if "reason_seg" in keys:
+        for split in ("train", "val", "test"):
+            jobs.append((f"reason_seg/{split}", lambda s=split: ReasonSegEvalDataset(root, s),
+                         lambda _ds, s=split: f"{len(ReasonSegEvalDataset(root, s, subset='long'))} long queries"))
+    refer_names: list[str] = []
+    for key, names in (("refer_seg", cfg.refer_seg_data), ("neg_refer_seg", cfg.neg_refer_seg_data),
+                       ("correct_refer_seg", cfg.correct_refer_seg_data)):
+        if key in keys:
+            refer_names += [n for n in names if n not in refer_names]
+    for ds_name in refer_names:
+        def splits_detail(_ds, n=ds_name):
+            a = refer.ReferAnnotations(root, n)
+            return ", ".join(f"{s}: {len(a.refs_by_split(s))} refs" for s in a.splits)
+
+        def all_splits(n=ds_name):
+            a = refer.ReferAnnotations(root, n)
+            return Concat([refer_seg.ReferSegEvalDataset(root, n, s) for s in a.splits])
+
+        jobs.append((f"refer_seg/{ds_name}", all_splits, splits_detail))
+    if "sem_seg" in keys:
+        for n in cfg.sem_seg_data:
+            jobs.append((f"sem_seg/{n}", lambda n=n: sem_seg.SemSegDataset(root, (n,)), None))
+    if "vqa" in keys:
+        jobs.append(("vqa/llava_instruct_150k", lambda: vqa.VQADataset(root), None))
+    return jobs
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--root", required=True, help="data root (the official ../dataset layout)")
+    parser.add_argument("--config", default=None, help="config whose data.* section to check (default: all keys)")
+    parser.add_argument("--limit", type=int, default=None, help="check at most this many items per dataset")
+    parser.add_argument("--overlays", type=int, default=0, help="write this many mask overlays per dataset")
+    parser.add_argument("--overlay-dir", default="runs/data_overlays")
+    parser.add_argument("--json", default=None, help="also write the report as JSON")
+    args = parser.parse_args(argv)
+    cfg = load_config(args.config).data if args.config else DataConfig()
+    root = Path(args.root)
+    overlay_dir = Path(args.overlay_dir) if args.overlays > 0 else None
+    reports = [check(name, make, limit=args.limit, overlays=args.overlays, overlay_dir=overlay_dir, detail=detail)
+               for name, make, detail in plan(cfg, root)]
+    width = max(len(r.name) for r in reports)
+    for r in reports:
+        print(f"{r.name:<{width}}  {r.status:<7}  items {r.count:>6}  checked {r.checked:>6}  {r.detail}")
+        for p in r.problems[:20]:
+            print(f"    BAD  {p}")
+        if len(r.problems) > 20:
+            print(f"    ... {len(r.problems) - 20} more")
+    bad = [r for r in reports if r.status != "ok"]
+    print(f"\n{len(reports) - len(bad)} ok, {sum(r.status == 'missing' for r in bad)} missing, "
+          f"{sum(r.status == 'bad' for r in bad)} with bad items")
+    if args.json:
+        Path(args.json).write_text(json.dumps([r.__dict__ for r in reports], indent=1))
+    return 1 if bad else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
