@@ -228,3 +228,26 @@ def test_deepspeed_launcher_single_cpu_process(tmp_path, data_root):
     assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
     assert "final: global_step 2" in res.stdout
     assert (tmp_path / "run" / "checkpoints" / "step_00000002" / "engine").is_dir()
+
+
+def test_init_from_checkpoint_accepts_a_run_directory(tmp_path, data_root):
+    """Stage-2 style initialisation: train.init=checkpoint with a run directory resolves its latest checkpoint."""
+    from safetensors.torch import load_file
+
+    import train as train_script
+
+    first = ["--config", str(QUICK), *quick_overrides(tmp_path / "a", data_root, **{"train.steps_per_epoch": 2,
+                                                                                      "train.save_every": 1})]
+    train_script.main(first)
+    from read.model.builder import build_read_model
+    from read.train.checkpoint import load_trainable
+
+    cfg = load_config(QUICK)
+    model, _ = build_read_model(cfg)
+    load_trainable(model, tmp_path / "a" / "run")
+    saved = load_file(str(tmp_path / "a" / "run" / "checkpoints" / "step_00000002" / "trainable.safetensors"))
+    for n, p in model.named_parameters():
+        if p.requires_grad:
+            assert torch.equal(p.detach(), saved[n]), n
+    with pytest.raises(FileNotFoundError, match="neither a checkpoint nor a run directory"):
+        load_trainable(model, tmp_path)

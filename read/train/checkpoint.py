@@ -104,10 +104,18 @@ def save_checkpoint(output_dir: Path, step: int, model: nn.Module, engine, train
 
 
 def load_trainable(model: nn.Module, path: Path) -> None:
-    """Strictly load ``trainable.safetensors`` into the trainable parameters of ``model``."""
+    """Strictly load ``trainable.safetensors`` into the trainable parameters of ``model``.
+
+    ``path`` may be the file, a checkpoint directory, or a run directory (its latest complete checkpoint).
+    """
     from safetensors.torch import load_file
 
     file = Path(path)
+    if file.is_dir() and not (file / "trainable.safetensors").is_file():
+        latest = latest_checkpoint(file.parent if file.name == "checkpoints" else file)
+        if latest is None:
+            raise FileNotFoundError(f"{file}: neither a checkpoint nor a run directory with complete checkpoints")
+        file = latest
     if file.is_dir():
         file = file / "trainable.safetensors"
     if not file.is_file():
