@@ -232,11 +232,47 @@ class TrainConfig:
     init_checkpoint: str | None = None
 
 
+EVAL_DATASETS = ("reason_seg", "refclef", "refcoco", "refcoco+", "refcocog", "fprefcoco", "fprefcoco+", "fprefcocog",
+                 "R-refcoco", "R-refcoco+", "R-refcocog")
+
+
+@dataclass
+class EvalConfig:
+    """Evaluation protocol, dataset and decoding (spec 5)."""
+
+    protocol: Literal["teacher_forced", "generate", "fp_refcoco"] = "teacher_forced"
+    """``teacher_forced``: the official ReasonSeg/refCOCO validation (the answer with [SEG] is given);
+    ``generate``: real inference (greedy, KV cache; the model must emit [SEG]); ``fp_refcoco``: See / Segment."""
+    dataset: str = "reason_seg"
+    split: str = "val"
+    subset: Literal["all", "short", "long"] = "all"
+    """ReasonSeg only: all queries, or short / long (``is_sentence``) ones."""
+    batch_size: int = 4
+    """Images per batch."""
+    max_new_tokens: int = 64
+    template_seed: int = 42
+    """refCOCO-family question/answer templates are drawn from (template_seed, image id, sentence index)."""
+    conv_template: Literal["llava_v1", "vicuna_v1"] | None = None
+    """``null``: the training prompt (model.vlm.conv_template). ``vicuna_v1``: the official test/demo prompt."""
+    multi_seg: Literal["first", "union"] = "first"
+    """A generated answer with several [SEG]: score the first mask (official) or their union."""
+    weights: str | None = None
+    """Run directory, checkpoint directory, converted model directory or an official released folder."""
+    output_dir: str | None = None
+    """``null``: ``<output_dir>/eval/<dataset>_<split>_<protocol>``."""
+    overlays: int = 0
+    """Write overlay PNGs (mask, points, similarity heat-map) of the first N samples."""
+    limit: int | None = None
+    after_train: bool = False
+    """Evaluate at the end of ``train.py`` (the quickstart does)."""
+
+
 @dataclass
 class ReadConfig:
     model: ModelConfig = field(default_factory=ModelConfig)
     loss: LossConfig = field(default_factory=LossConfig)
     data: DataConfig = field(default_factory=DataConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     output_dir: str = "runs/default"
     device: str = "auto"
@@ -512,6 +548,13 @@ def validate(cfg: ReadConfig, src: str = "<config>") -> None:
         raise ConfigError(f"{src}: train.report_to: unknown reporter {bad[0]!r} (jsonl, tensorboard, wandb)")
     if t.init != "llava" and not t.init_checkpoint:
         raise ConfigError(f"{src}: train.init={t.init} needs train.init_checkpoint")
+    e = cfg.eval
+    if e.dataset not in EVAL_DATASETS:
+        raise ConfigError(f"{src}: eval.dataset: unknown dataset {e.dataset!r} (known: {list(EVAL_DATASETS)})")
+    if e.protocol == "fp_refcoco" and not e.dataset.startswith("fprefcoco"):
+        raise ConfigError(f"{src}: eval.protocol=fp_refcoco needs an FP-RefCOCO dataset, got {e.dataset!r}")
+    if e.batch_size < 1 or e.max_new_tokens < 1:
+        raise ConfigError(f"{src}: eval.batch_size and eval.max_new_tokens must be >= 1")
     for name in ("ce_weight", "bce_weight", "dice_weight"):
         if getattr(cfg.loss, name) < 0:
             raise ConfigError(f"{src}: loss.{name} must be >= 0")

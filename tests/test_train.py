@@ -241,8 +241,14 @@ def test_init_from_checkpoint_accepts_a_run_directory(tmp_path, data_root):
     train_script.main(first)
     from read.model.builder import build_read_model
     from read.train.checkpoint import load_trainable
+    from read.utils.device import seed_everything
+    from read.utils.weights import CheckpointKeyError
 
-    cfg = load_config(QUICK)
+    cfg = load_config(tmp_path / "a" / "run")  # the run's resolved config
+    model, _ = build_read_model(cfg)  # unseeded: different random base weights
+    with pytest.raises(CheckpointKeyError, match="frozen \\(base\\) weights differ"):
+        load_trainable(model, tmp_path / "a" / "run")
+    seed_everything(cfg.train.seed)  # as train.py does before building
     model, _ = build_read_model(cfg)
     load_trainable(model, tmp_path / "a" / "run")
     saved = load_file(str(tmp_path / "a" / "run" / "checkpoints" / "step_00000002" / "trainable.safetensors"))

@@ -72,6 +72,33 @@ def trainable_state_dict(model: nn.Module) -> dict[str, torch.Tensor]:
     return {n: p.detach().to("cpu").contiguous().clone() for n, p in model.named_parameters() if p.requires_grad}
 
 
+@torch.no_grad()
+def base_fingerprint(model: nn.Module) -> dict[str, list[float]]:
+    """Mean and standard deviation of every frozen tensor: cheap evidence of *which* base weights a checkpoint's
+    trainable weights belong to (random-init bases must be rebuilt with the same seed; real bases from the same
+    files)."""
+    out = {}
+    for n, p in model.named_parameters():
+        if not p.requires_grad and p.numel() > 1:
+            x = p.detach().float()
+            out[n] = [float(x.mean()), float(x.std())]
+    return out
+
+
+def check_base_fingerprint(model: nn.Module, saved: dict[str, list[float]], source: str) -> None:
+    """Raise when the model's frozen weights are not those the checkpoint was trained on (tolerant to dtype)."""
+    ours = base_fingerprint(model)
+    bad = [n for n, (m, s) in saved.items()
+           if n in ours and (abs(ours[n][0] - m) > 1e-3 + 1e-2 * abs(m) or abs(ours[n][1] - s) > 1e-3 + 1e-2 * abs(s))]
+    missing = sorted(set(saved) - set(ours))
+    if bad or missing:
+        raise CheckpointKeyError(
+            f"{source}: the model's frozen (base) weights differ from those this checkpoint was trained on "
+            f"({len(bad)} tensors differ, e.g. {bad[:3]}; {len(missing)} missing). Build the model from the run's "
+            "config.yaml (same seed for random-init bases, same pretrained files otherwise)."
+        )
+
+
 def save_checkpoint(output_dir: Path, step: int, model: nn.Module, engine, trainer_state: dict,
                     *, keep_last: int = 2) -> Path:
     """Write checkpoint ``step`` (all ranks call this; rank 0 writes the shared files and renames)."""
@@ -91,6 +118,7 @@ def save_checkpoint(output_dir: Path, step: int, model: nn.Module, engine, train
     if dist.is_main():
         save_file(trainable_state_dict(model), str(tmp / "trainable.safetensors"))
         (tmp / "trainer_state.json").write_text(json.dumps(trainer_state, indent=1))
+        (tmp / "base_fingerprint.json").write_text(json.dumps(base_fingerprint(model)))
     dist.barrier()
     if dist.is_main():
         (tmp / "COMPLETE").write_text(str(step))
@@ -103,10 +131,12 @@ def save_checkpoint(output_dir: Path, step: int, model: nn.Module, engine, train
     return final
 
 
-def load_trainable(model: nn.Module, path: Path) -> None:
+def load_trainable(model: nn.Module, path: Path, *, check_base: bool = True) -> Path:
     """Strictly load ``trainable.safetensors`` into the trainable parameters of ``model``.
 
     ``path`` may be the file, a checkpoint directory, or a run directory (its latest complete checkpoint).
+    With ``check_base``, the frozen weights are compared with the checkpoint's ``base_fingerprint.json``.
+    Returns the file that was loaded.
     """
     from safetensors.torch import load_file
 
@@ -130,9 +160,13 @@ def load_trainable(model: nn.Module, path: Path) -> None:
             f"{file}: trainable weights do not match the model: missing {missing[:5]} ({len(missing)}), "
             f"unexpected {unexpected[:5]} ({len(unexpected)}), shape mismatches {shapes[:5]}"
         )
+    fp = file.parent / "base_fingerprint.json"
+    if check_base and fp.is_file():
+        check_base_fingerprint(model, json.loads(fp.read_text()), str(file.parent))
     with torch.no_grad():
         for n, p in params.items():
             p.copy_(sd[n].to(p.dtype))
+    return file
 
 
 def load_checkpoint(path: Path, model: nn.Module, engine) -> dict:

@@ -1,4 +1,4 @@
-"""Device, dtype and seeding helpers. The caller picks the device; nothing inside ``read/`` calls ``.cuda()``."""
+"""Device, dtype and seeding helpers. The caller picks the device; the library never hard-codes CUDA calls."""
 
 from __future__ import annotations
 

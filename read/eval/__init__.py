@@ -1,0 +1,1 @@
+"""Evaluation: segmentation metrics (gIoU/cIoU, FP-RefCOCO See/Segment) and evaluation helpers."""
