@@ -111,6 +111,15 @@ def main(argv: list[str] | None = None) -> dict:
     if dist.is_main():
         print("final: " + "  ".join(f"{k} {v:.4f}" if isinstance(v, float) else f"{k} {v}"
                                     for k, v in summary.items()))
+    if cfg.eval.after_train:
+        from read.eval.run import format_metrics, run_evaluation
+        from read.train.checkpoint import latest_checkpoint
+
+        result = run_evaluation(cfg, engine.module.eval(), tokenizer, device=device,
+                                weights=latest_checkpoint(out_dir))
+        if dist.is_main():
+            print(format_metrics(result))
+            summary["eval"] = result["metrics"]
     return summary
 
 

@@ -202,7 +202,9 @@ class SegMetricAccumulator:
         if p.dim() == 2:
             p, g = p.unsqueeze(0), g.unsqueeze(0)
         if p.dim() != 3:
-            raise ValueError(f"SegMetricAccumulator.update: expected [n, H, W] masks, got shape {tuple(p.shape)}")
+            raise ValueError(
+                f"SegMetricAccumulator.update: expected [n, H, W] masks, got shape {tuple(p.shape)}"
+            )
         i, u, a_p, a_g = _class_counts(p, g, self.ignore_index)
         counts = {
             "intersection": i[:, 1].tolist(),
@@ -220,10 +222,10 @@ class SegMetricAccumulator:
         uu = _to_int_list(union, "union")
         if len(ii) != len(uu):
             raise ValueError(f"update_counts: {len(ii)} intersections but {len(uu)} unions")
-        for k, (i, u) in enumerate(zip(ii, uu)):
+        for k, (i, u) in enumerate(zip(ii, uu, strict=True)):
             if i < 0 or u < 0 or i > u:
                 raise ValueError(f"update_counts: mask {k} has invalid counts intersection={i}, union={u}")
-        for i, u in zip(ii, uu):
+        for i, u in zip(ii, uu, strict=True):
             self.iou_sum_q53 += round(_iou_no_object(i, u) * _Q_SCALE)
             self.num_masks += 1
             self.intersection += i
@@ -300,11 +302,13 @@ def giou_ciou(preds: Sequence[Any], gts: Sequence[Any], ignore_index: int | None
     if len(preds) != len(gts):
         raise ValueError(f"giou_ciou: {len(preds)} predictions but {len(gts)} ground truths")
     acc = SegMetricAccumulator(ignore_index=ignore_index)
-    for idx, (p, g) in enumerate(zip(preds, gts)):
+    for idx, (p, g) in enumerate(zip(preds, gts, strict=True)):
         pt = p if isinstance(p, torch.Tensor) else torch.as_tensor(p)
         gt = g if isinstance(g, torch.Tensor) else torch.as_tensor(g)
         if tuple(pt.shape) != tuple(gt.shape):
-            raise ValueError(f"giou_ciou: image {idx}: pred shape {tuple(pt.shape)} != gt shape {tuple(gt.shape)}")
+            raise ValueError(
+                f"giou_ciou: image {idx}: pred shape {tuple(pt.shape)} != gt shape {tuple(gt.shape)}"
+            )
         if pt.dim() not in (2, 3):
             raise ValueError(f"giou_ciou: image {idx}: expected [n, H, W] masks, got shape {tuple(pt.shape)}")
         acc.update(pt, gt)

@@ -1,0 +1,67 @@
+"""Evaluate READ with a named protocol; results are resumable and recorded with their settings.
+
+    python evaluate.py --run runs/quickstart                           # the run's config.yaml + latest checkpoint
+    python evaluate.py --run runs/quickstart eval.protocol=generate    # real inference: the model must emit [SEG]
+    python evaluate.py --config configs/eval/reasonseg_val_7b.yaml eval.weights=$READ_CKPT/READ-LLaVA-v1.5-7B-for-ReasonSeg-valset
+    torchrun --nproc_per_node 8 evaluate.py --config ...               # shards, merged into one results.json
+
+Writes ``records.rank*.jsonl`` (one line per sample; a restarted run skips what is done), ``results.json``
+(protocol, dataset, split, checkpoint and its sha256, SasP settings, template rule, decoding, metrics) and,
+with ``eval.overlays=N``, overlay PNGs into ``eval.output_dir`` (default ``<output_dir>/eval/<name>``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+from pathlib import Path
+
+import torch
+
+from read.config import load_config
+from read.eval.run import eval_output_dir, format_metrics, run_evaluation
+from read.utils import distributed as dist
+from read.utils.device import get_device, seed_everything
+from read.utils.logging import get_logger
+
+log = get_logger()
+
+
+def main(argv: list[str] | None = None) -> dict:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    src = parser.add_mutually_exclusive_group(required=True)
+    src.add_argument("--run", help="a training run directory (its config.yaml and latest checkpoint)")
+    src.add_argument("--config", help="a YAML config (configs/eval/...)")
+    parser.add_argument("--local_rank", type=int, default=None, help="set by the deepspeed launcher")
+    parser.add_argument("overrides", nargs="*", help="key=value overrides, e.g. eval.split=test")
+    args = parser.parse_args(argv)
+    if args.local_rank is not None:
+        os.environ.setdefault("LOCAL_RANK", str(args.local_rank))
+    cfg = load_config(Path(args.run) / "config.yaml" if args.run else args.config, args.overrides)
+    weights = cfg.eval.weights or args.run
+
+    from read.eval.loading import load_weights
+    from read.model.builder import build_read_model
+
+    if int(os.environ.get("WORLD_SIZE", 1)) > 1 and not dist.is_initialized():
+        torch.distributed.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
+    if cfg.device == "auto" and torch.cuda.is_available():
+        device = torch.device("cuda", dist.get_local_rank())
+        torch.cuda.set_device(device)
+    else:
+        device = get_device(cfg.device)
+    seed_everything(cfg.train.seed)  # random-init (tiny) bases are rebuilt exactly as in training
+    model, tokenizer = build_read_model(cfg)
+    loaded = load_weights(model, tokenizer, weights)
+    model.to(device).eval()
+    result = run_evaluation(cfg, model, tokenizer, device=device, weights=loaded)
+    if dist.is_main():
+        print(format_metrics(result))
+        print(f"results: {eval_output_dir(cfg) / 'results.json'}")
+        log.debug(json.dumps(result))
+    return result
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,265 @@
+"""Evaluation: named protocols over the evaluation datasets, resumable per-sample records, merged shards.
+
+Protocols (spec 5):
+
+* ``teacher_forced``: the official ReasonSeg/refCOCO validation. The answer containing [SEG] is part of the input;
+  no generation. ReasonSeg uses LISA's fixed templates and ``text[0]``; refCOCO uses seeded short templates.
+* ``generate``: real inference. The model must emit [SEG] itself (greedy, KV cache, batched with left padding);
+  a row without [SEG] gets an empty mask. A row with several [SEG] is scored with its first mask (official) or
+  their union (``eval.multi_seg``).
+* ``fp_refcoco``: FP-RefCOCO(+/g) "See" (did the model emit [SEG] with a non-empty mask exactly when the target
+  exists) and "Segment" (cIoU over all queries, false premises having an all-zero ground truth).
+
+Every processed item appends one JSON line to ``records.rank{r}.jsonl`` (flushed), so an interrupted run resumes
+where it stopped and several processes (torchrun / deepspeed launcher) each take every world-th item; rank 0 merges
+all records into ``results.json``. The SAM image embedding is computed once per image for all of its queries.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from read.config import ReadConfig, to_dict
+from read.data.base import Sample
+from read.data.collate import collate
+from read.eval import metrics as M
+from read.model.llava_backbone import clip_image_size, num_image_tokens
+from read.utils import distributed as dist
+from read.utils.logging import get_logger
+
+log = get_logger()
+
+
+def build_eval_dataset(cfg: ReadConfig, root: Path):
+    """The evaluation dataset named by ``cfg.eval`` (answers present for teacher forcing, absent otherwise)."""
+    e = cfg.eval
+    generate = e.protocol in ("generate", "fp_refcoco")
+    if e.dataset == "reason_seg":
+        from read.data.reason_seg import ReasonSegEvalDataset
+
+        return ReasonSegEvalDataset(root, e.split, subset=e.subset, generate_prompts=generate)
+    from read.data.refer_seg import ReferSegEvalDataset
+
+    return ReferSegEvalDataset(root, e.dataset, e.split, template_seed=e.template_seed,
+                               mode="generate" if generate else "teacher_forced")
+
+
+def file_digest(path: Path, chunk: int = 1 << 24) -> str:
+    """sha256 of a file, or of every weight file of a directory (sorted), as hex."""
+    h = hashlib.sha256()
+    files = [path] if path.is_file() else sorted(
+        p for p in path.rglob("*") if p.suffix in (".safetensors", ".bin", ".pt", ".pth") and p.is_file())
+    for f in files:
+        h.update(f.name.encode())
+        with f.open("rb") as fh:
+            while block := fh.read(chunk):
+                h.update(block)
+    return h.hexdigest()
+
+
+class Evaluator:
+    """Runs one protocol on one dataset split and writes records and ``results.json`` to ``output_dir``."""
+
+    def __init__(self, cfg: ReadConfig, model, tokenizer, dataset, *, output_dir: Path, device: torch.device,
+                 weights: Path | None = None) -> None:
+        self.cfg = cfg
+        self.e = cfg.eval
+        self.model = model
+        self.tokenizer = tokenizer
+        self.dataset = dataset
+        self.output_dir = Path(output_dir)
+        self.device = device
+        self.weights = weights
+        self.dtype = next(model.llava.parameters()).dtype
+        self.conv = self.e.conv_template or cfg.model.vlm.conv_template
+        self.rank, self.world = dist.get_rank(), dist.get_world_size()
+
+    # ---------------------------------------------------------------------------------------------------------
+    def records_path(self, rank: int) -> Path:
+        return self.output_dir / f"records.rank{rank}.jsonl"
+
+    def repair_records(self) -> None:
+        """Drop a last line cut by a crash (no trailing newline), so appended records start on their own line."""
+        path = self.records_path(self.rank)
+        if not path.is_file():
+            return
+        data = path.read_bytes()
+        if data and not data.endswith(b"\n"):
+            path.write_bytes(data[: data.rfind(b"\n") + 1])
+
+    def load_records(self) -> dict[int, dict]:
+        """All records written so far by any rank (resume, merge)."""
+        out: dict[int, dict] = {}
+        for path in sorted(self.output_dir.glob("records.rank*.jsonl")):
+            for line in path.read_text().splitlines():
+                if line.strip():
+                    try:
+                        rec = json.loads(line)
+                    except json.JSONDecodeError:  # a line cut by a crash: that item is simply redone
+                        continue
+                    out[int(rec["index"])] = rec
+        return out
+
+    def collate(self, samples: list[Sample]):
+        m = self.model
+        return collate(samples, self.tokenizer, num_image_tokens=num_image_tokens(m.llava),
+                       clip_size=clip_image_size(m.llava), sam_size=m.sam.img_size,
+                       use_im_start_end=self.cfg.model.vlm.use_im_start_end, conv_template=self.conv)
+
+    # ---------------------------------------------------------------------------------------------------------
+    @torch.no_grad()
+    def predict(self, samples: list[Sample]) -> list[dict]:
+        """Per sample: predicted binary masks per query (numpy bool), and generation details."""
+        batch = self.collate(samples).to(self.device, dtype=self.dtype)
+        if self.e.protocol == "teacher_forced":
+            out = self.model(batch)
+            preds = [(m > 0).cpu().numpy() for m in out.pred_masks]
+            return [{"masks": p, "points": out.points, "query_image": out.queries.image.cpu()} for p in preds]
+        from read.model.generate import greedy_generate, left_pad, segment_generated
+
+        lb = left_pad(batch, self.tokenizer.pad_id)
+        gen = greedy_generate(self.model, lb, max_new_tokens=self.e.max_new_tokens, eos_id=self.tokenizer.eos_id,
+                              pad_id=self.tokenizer.pad_id, allowed_vocab=len(self.tokenizer),
+                              banned_ids=[self.tokenizer.image_token_id])
+        row_masks = segment_generated(self.model, lb, gen)
+        results: list[dict] = [{"masks": [], "texts": [], "has_seg": [], "points": None} for _ in samples]
+        for r, masks in enumerate(row_masks):
+            b = int(lb.row_to_image[r])
+            h, w = (int(v) for v in lb.image_hw[b])
+            if not masks:
+                pred = np.zeros((h, w), dtype=bool)
+            elif self.e.multi_seg == "union":
+                pred = torch.stack([m > 0 for m in masks]).any(0).cpu().numpy()
+            else:
+                pred = (masks[0] > 0).cpu().numpy()
+            results[b]["masks"].append(pred)
+            results[b]["has_seg"].append(bool(masks))
+            results[b]["texts"].append(self.tokenizer.decode(gen.new_tokens[r], skip_special_tokens=True))
+        for res in results:
+            res["masks"] = np.stack(res["masks"]) if res["masks"] else np.zeros((0, 1, 1), bool)
+        return results
+
+    def record(self, index: int, sample: Sample, pred: dict) -> dict:
+        gt = sample.masks if sample.masks is not None else sample.meta.get("gt_masks")
+        gt = np.asarray(gt)
+        masks = pred["masks"]
+        if gt.shape != masks.shape:
+            raise ValueError(f"{sample.name}: prediction {masks.shape} vs ground truth {gt.shape}")
+        queries = []
+        for k in range(gt.shape[0]):
+            counts = M.mask_counts(torch.from_numpy(masks[k]), torch.from_numpy(gt[k].astype(np.int64)))
+            q = {"intersection": int(counts["intersection"]), "union": int(counts["union"]),
+                 "gt_area": int(counts["gt_area"]), "pred_area": int(counts["pred_area"])}
+            if "texts" in pred:
+                q["text"] = pred["texts"][k]
+                q["has_seg"] = pred["has_seg"][k]
+                q["pred_exists"] = M.pred_exists(pred["has_seg"][k], torch.from_numpy(masks[k]))
+            if sample.exists is not None:
+                q["gt_exists"] = bool(sample.exists[k])
+            queries.append(q)
+        meta = {k: v for k, v in sample.meta.items() if isinstance(v, str | int | float | bool)}
+        return {"index": index, "name": sample.name, "queries": queries, "meta": meta}
+
+    # ---------------------------------------------------------------------------------------------------------
+    def run(self) -> dict:
+        self.output_dir.mkdir(parents=True, exist_ok=True)
+        self.repair_records()
+        n = len(self.dataset) if self.e.limit is None else min(self.e.limit, len(self.dataset))
+        done = self.load_records()
+        todo = [i for i in range(n) if i % self.world == self.rank and i not in done]
+        if done:
+            log.info("resuming evaluation: %d of %d items already done", len(done), n)
+        bar = None
+        if self.cfg.train.progress and dist.is_main():
+            from tqdm.auto import tqdm
+
+            bar = tqdm(total=len(todo), desc=f"eval {self.e.dataset}/{self.e.split}", dynamic_ncols=True)
+        self.model.eval()
+        overlay_budget = max(0, self.e.overlays - len(list(self.output_dir.glob("overlay_*.png"))))
+        t0 = time.time()
+        with self.records_path(self.rank).open("a") as fh:
+            for start in range(0, len(todo), self.e.batch_size):
+                idx = todo[start:start + self.e.batch_size]
+                samples = [self.dataset[i] for i in idx]
+                preds = self.predict(samples)
+                for j, (i, s, p) in enumerate(zip(idx, samples, preds, strict=True)):
+                    fh.write(json.dumps(self.record(i, s, p)) + "\n")
+                    if overlay_budget > 0 and self.e.protocol == "teacher_forced":
+                        self.write_overlay(i, s, p, j, preds)
+                        overlay_budget -= 1
+                fh.flush()
+                if bar is not None:
+                    bar.update(len(idx))
+                    bar.set_postfix({"items/s": f"{(start + len(idx)) / max(time.time() - t0, 1e-9):.2f}"})
+        if bar is not None:
+            bar.close()
+        dist.barrier()
+        result = self.finish(n) if dist.is_main() else {}
+        dist.barrier()
+        return result
+
+    def finish(self, n: int) -> dict:
+        records = self.load_records()
+        missing = [i for i in range(n) if i not in records]
+        if missing:
+            raise RuntimeError(f"{len(missing)} items have no record (e.g. {missing[:5]}); rerun to complete them")
+        recs = [records[i] for i in range(n)]
+        metrics = self.metrics(recs)
+        e = self.e
+        result = {
+            "protocol": e.protocol,
+            "dataset": e.dataset,
+            "split": e.split,
+            "subset": e.subset,
+            "num_samples": n,
+            "num_queries": sum(len(r["queries"]) for r in recs),
+            "metrics": metrics,
+            "model": self.cfg.model.name,
+            "checkpoint": {"path": str(self.weights) if self.weights else None,
+                           "sha256": file_digest(self.weights) if self.weights and self.weights.exists() else None},
+            "sasp": to_dict(self.cfg.model.sasp),
+            "templates": ("LISA fixed ReasonSeg templates, text[0]" if e.dataset == "reason_seg" else
+                          f"seeded short templates (seed {e.template_seed}, per image id and sentence index)"),
+            "conv_template": self.conv,
+            "decoding": ({"greedy": True, "kv_cache": True, "max_new_tokens": e.max_new_tokens,
+                          "multi_seg": e.multi_seg} if e.protocol != "teacher_forced" else None),
+        }
+        (self.output_dir / "results.json").write_text(json.dumps(result, indent=1))
+        return result
+
+    def metrics(self, recs: list[dict]) -> dict:
+        def seg_metrics(rs: list[dict]) -> dict:
+            acc = M.SegMetricAccumulator()
+            for r in rs:
+                acc.update_counts([q["intersection"] for q in r["queries"]], [q["union"] for q in r["queries"]])
+            return acc.result()
+
+        out = {"overall": seg_metrics(recs)}
+        if self.e.dataset == "reason_seg" and self.e.subset == "all":
+            for name, flag in (("short", False), ("long", True)):
+                part = [r for r in recs if bool(r["meta"].get("is_sentence")) == flag]
+                if part:
+                    out[name] = seg_metrics(part)
+        if self.e.protocol in ("generate", "fp_refcoco"):
+            queries = [q for r in recs for q in r["queries"]]
+            if all("gt_exists" in q for q in queries):
+                out["see_segment"] = M.see_segment(queries)
+            out["seg_emitted"] = sum(q.get("has_seg", False) for q in queries) / max(1, len(queries))
+        return out
+
+    # ---------------------------------------------------------------------------------------------------------
+    def write_overlay(self, index: int, sample: Sample, pred: dict, j: int, preds: list[dict]) -> None:
+        """Image with prediction (red) and ground truth (green outline), SasP points, and the similarity map."""
+        from read.eval.overlay import draw_overlay
+
+        points = pred.get("points")
+        qi = pred.get("query_image")
+        sel = (qi == j).nonzero(as_tuple=True)[0] if qi is not None else None
+        draw_overlay(self.output_dir / f"overlay_{index:05d}.png", sample, pred["masks"], points, sel,
+                     clip_size=clip_image_size(self.model.llava))
