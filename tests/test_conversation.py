@@ -194,9 +194,6 @@ def test_no_im_start_end(sp_and_tok: tuple[spm.SentencePieceProcessor, ReadToken
 
 def test_mismatch_raises_with_prompt(sp_and_tok: tuple[spm.SentencePieceProcessor, ReadTokenizer]) -> None:
     _, tok = sp_and_tok
-    open_prompt = wrap_image_tokens(build_prompt([("<image>\nWhat is the dog?", None)]))
-    with pytest.raises(ValueError, match="What is the dog"):
-        tokenize_conversation(tok, open_prompt, N)
     twice = build_prompt([("<image>\nq ASSISTANT: x", "It is red.")])  # two separators in one round
     with pytest.raises(ValueError, match="tokenization mismatch"):
         tokenize_conversation(tok, twice, N)
@@ -209,8 +206,10 @@ def test_max_length_skips_check_like_official(
     prompt = wrap_image_tokens(
         build_prompt([("<image>\nWhat is the dog?", "It is red."), ("And the tree?", None)])
     )
-    with pytest.raises(ValueError):
-        tokenize_conversation(tok, prompt, N)
+    with pytest.raises(ValueError, match="tokenization mismatch"):  # a round with two separators
+        tokenize_conversation(tok, build_prompt([("<image>\nq ASSISTANT: x", "It is red.")]), N)
+    # A generation prompt: its open last round is unsupervised; the complete first round keeps its labels.
+    _, open_labels = tokenize_conversation(tok, prompt, N)
     # Official: the check only runs while the counted length is below model_max_length. The counted length here
     # is the first round (image = 1 token): BOS..'red.' + </s>.
     first_round = len(tok.tokenizer_image_token(prompt.split("</s>")[0]))
@@ -218,6 +217,19 @@ def test_max_length_skips_check_like_official(
     n_sup = len(sp.encode("It is red.")) + 1
     sup = labels[labels != IGNORE_INDEX].tolist()
     assert sup == sp.encode("It is red.") + [2] and len(sup) == n_sup
+    assert open_labels.tolist() == labels.tolist()
     assert ids.tolist()[-len(sp.encode("USER: And the tree? ASSISTANT:")) :] == sp.encode(
         "USER: And the tree? ASSISTANT:"
     )
+
+
+def test_generation_prompt_has_no_supervised_position():
+    from read.data.conversation import build_prompt, tokenize_conversation, wrap_image_tokens
+    from read.model.tokenizer import ReadTokenizer
+
+    tok = ReadTokenizer.build_tiny(600)
+    prompt = build_prompt([(wrap_image_tokens("<image>\nWhat is the red circle?"), None)])
+    assert prompt.endswith("ASSISTANT:")
+    ids, labels = tokenize_conversation(tok, prompt, 4)
+    assert (labels == -100).all()
+    assert ids.tolist() == tok.encode_with_image(prompt, 4)

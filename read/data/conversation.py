@@ -90,9 +90,12 @@ def wrap_image_tokens(
 
 
 def _official_labels(
-    tokenizer: ReadTokenizer, prompt: str, total_len: int, max_length: int | None
+    tokenizer: ReadTokenizer, prompt: str, total_len: int, max_length: int | None, *, open_round: bool = False
 ) -> list[bool]:
     """Which positions of the collapsed sequence (image = 1 token) are supervised, by the official rule.
+
+    With ``open_round`` (a generation prompt ending with ``"ASSISTANT:"``) the unanswered last round is left
+    unsupervised and not counted, so the length check does not apply to it.
 
     Raises:
         ValueError: the counted length differs from ``total_len`` (the official code asserts), unless the count
@@ -115,7 +118,7 @@ def _official_labels(
         cur += round_len
     for j in range(cur, total_len):
         supervised[j] = False
-    if (max_length is None or cur < max_length) and cur != total_len:
+    if not open_round and (max_length is None or cur < max_length) and cur != total_len:
         raise ValueError(
             f"tokenization mismatch: the official LLaVA-v1 label rule counts {cur} tokens but the prompt has "
             f"{total_len} (image counted as one token); labels would be misaligned. Prompt: {prompt!r}"
@@ -139,7 +142,8 @@ def tokenize_conversation(
 
     Returns:
         ``(input_ids, labels)``, both ``LongTensor[T]``; ``labels`` is :data:`IGNORE_INDEX` except on the
-        assistant answers and their ``</s>``.
+        assistant answers and their ``</s>``. A generation prompt (ending with ``"ASSISTANT:"``) has no
+        supervised position.
 
     Raises:
         ValueError: the official length count disagrees with the real tokenisation (the message shows the
@@ -152,7 +156,8 @@ def tokenize_conversation(
     if num_image_tokens < 1:
         raise ValueError(f"num_image_tokens must be >= 1, got {num_image_tokens}")
     collapsed = tokenizer.tokenizer_image_token(prompt)
-    supervised = _official_labels(tokenizer, prompt, len(collapsed), max_length)
+    open_round = prompt.endswith(f"{ROLES[1]}:")  # a generation prompt: the last answer is None
+    supervised = _official_labels(tokenizer, prompt, len(collapsed), max_length, open_round=open_round)
     input_ids: list[int] = []
     labels: list[int] = []
     for idx, keep in zip(collapsed, supervised, strict=True):
