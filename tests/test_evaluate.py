@@ -124,3 +124,30 @@ def test_generate_protocol_and_fp_refcoco(trained_run, tmp_path):
     assert see["num_queries"] == len(queries) and any(not q["gt_exists"] for q in queries)
     expected_see = sum(q["gt_exists"] == q["pred_exists"] for q in queries) / len(queries)
     assert see["see"] == pytest.approx(expected_see)
+
+
+def test_merge_lora_cli_gives_the_same_evaluation(trained_run, tmp_path):
+    """scripts/merge_lora.py: the merged model (no LoRA, strict reload from its own config) evaluates like the run."""
+    import sys
+
+    from safetensors.torch import load_file
+
+    sys.path.insert(0, str(ROOT / "scripts"))
+    import merge_lora
+
+    import evaluate as evaluate_script
+
+    run, data = trained_run
+    out = merge_lora.main(["--run", str(run), "--out", str(tmp_path / "merged")])
+    sd = load_file(str(out / "model.safetensors"))
+    assert not any("lora_" in k or "base_layer" in k for k in sd)
+    with pytest.raises(ValueError, match="official order"):  # llava-hf token order has no official layout
+        merge_lora.main(["--run", str(run), "--out", str(tmp_path / "merged2"), "--official"])
+    assert not (tmp_path / "merged2").exists()
+    unmerged = evaluate(run, tmp_path / "unmerged")
+    merged = evaluate_script.main(["--config", str(out / "config.yaml"), f"eval.weights={out}",
+                                   f"eval.output_dir={tmp_path / 'merged_eval'}", f"data.root={data}",
+                                   "train.progress=false"])
+    for part in ("overall", "short", "long"):
+        assert merged["metrics"][part]["giou"] == pytest.approx(unmerged["metrics"][part]["giou"], abs=2e-3)
+        assert merged["metrics"][part]["ciou"] == pytest.approx(unmerged["metrics"][part]["ciou"], abs=2e-3)
