@@ -4,6 +4,7 @@
     python evaluate.py --run runs/quickstart eval.protocol=generate    # real inference: the model must emit [SEG]
     python evaluate.py --config configs/eval/reasonseg_val_7b.yaml eval.weights=$READ_CKPT/READ-LLaVA-v1.5-7B-for-ReasonSeg-valset
     torchrun --nproc_per_node 8 evaluate.py --config ...               # shards, merged into one results.json
+    torchrun --nproc_per_node 8 evaluate.py --run_dir runs/x           # (torchrun would take --run for itself)
 
 Writes ``records.rank*.jsonl`` (one line per sample; a restarted run skips what is done), ``results.json``
 (protocol, dataset, split, checkpoint and its sha256, SasP settings, template rule, decoding, metrics) and,
@@ -31,7 +32,9 @@ log = get_logger()
 def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     src = parser.add_mutually_exclusive_group(required=True)
-    src.add_argument("--run", help="a training run directory (its config.yaml and latest checkpoint)")
+    src.add_argument("--run", "--run_dir", dest="run",
+                     help="a training run directory (its config.yaml and latest checkpoint); under torchrun use "
+                          "--run_dir (torchrun's own parser takes --run for its --run-path)")
     src.add_argument("--config", help="a YAML config (configs/eval/...)")
     parser.add_argument("--local_rank", type=int, default=None, help="set by the deepspeed launcher")
     parser.add_argument("overrides", nargs="*", help="key=value overrides, e.g. eval.split=test")

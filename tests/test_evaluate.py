@@ -151,3 +151,26 @@ def test_merge_lora_cli_gives_the_same_evaluation(trained_run, tmp_path):
     for part in ("overall", "short", "long"):
         assert merged["metrics"][part]["giou"] == pytest.approx(unmerged["metrics"][part]["giou"], abs=2e-3)
         assert merged["metrics"][part]["ciou"] == pytest.approx(unmerged["metrics"][part]["ciou"], abs=2e-3)
+
+
+def test_torchrun_two_processes_merge_to_the_single_process_result(trained_run, tmp_path):
+    import os
+    import socket
+    import subprocess
+    import sys
+
+    run, data = trained_run
+    single = evaluate(run, tmp_path / "single")
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    env = dict(os.environ, DS_ACCELERATOR="cpu", HF_HUB_OFFLINE="1", OMP_NUM_THREADS="1")
+    res = subprocess.run(
+        [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", str(port),
+         str(ROOT / "evaluate.py"), "--run_dir", str(run), f"eval.output_dir={tmp_path / 'dist'}",
+         "train.progress=false"],
+        cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+    assert res.returncode == 0, res.stdout[-2000:] + res.stderr[-3000:]
+    assert (tmp_path / "dist" / "records.rank1.jsonl").is_file()
+    merged = json.loads((tmp_path / "dist" / "results.json").read_text())
+    assert merged["metrics"] == single["metrics"] and merged["num_samples"] == single["num_samples"]

@@ -165,3 +165,27 @@ def test_sam_checkpoint_strict_loading(tiny_cfg, tmp_path):
     path.write_bytes(b"not a checkpoint")
     with pytest.raises(RuntimeError, match="sam_tiny.pth: cannot read checkpoint"):
         build_sam(cfg)
+
+
+def test_gradient_checkpointing_gives_the_same_gradients(tiny_cfg):
+    from conftest import TINY
+
+    from read.config import load_config
+
+    grads = []
+    for flag in ("false", "true"):
+        cfg = load_config(TINY, [f"model.vlm.gradient_checkpointing={flag}", "model.lora.dropout=0.0"])
+        torch.manual_seed(0)
+        model, tok = build_read_model(cfg)
+        with torch.no_grad():
+            for n, p in model.named_parameters():
+                if "lora_B" in n:
+                    p.normal_(0, 0.05)
+        model.train()
+        batch = make_tiny_batch(model, tok, cfg)
+        model(batch).loss.total.backward()
+        grads.append({n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None})
+    assert model.llava.model.language_model.gradient_checkpointing
+    assert grads[0].keys() == grads[1].keys()
+    for n in grads[0]:
+        torch.testing.assert_close(grads[0][n], grads[1][n], atol=1e-5, rtol=1e-4)
