@@ -143,6 +143,8 @@ class ModelConfig:
     sasp: SasPConfig = field(default_factory=SasPConfig)
     out_dim: int = 256
     """Output of the [SEG] projection MLP (H -> H -> out_dim); SAM's prompt dimension."""
+    seg_prompt: bool = True
+    """False: SAM is prompted by the SasP points only, without the [SEG] embedding (ablation, paper Table 6)."""
     trainable: list[str] = field(
         default_factory=lambda: ["lm_head", "embed_tokens", "mask_decoder", "text_hidden_fcs"]
     )
@@ -201,6 +203,11 @@ class TrainConfig:
     """Optimiser steps per epoch (official ``--steps_per_epoch``)."""
     max_steps: int | None = None
     """Stop after this many optimiser steps in total (the lr schedule still spans epochs x steps_per_epoch)."""
+    max_minutes: float | None = None
+    """Stop after this much training time (evaluation time excluded): a fixed compute budget."""
+    eval_every: int | None = None
+    """Every N optimiser steps, evaluate on ``eval.*`` (first ``eval_limit`` items) and log val gIoU/cIoU."""
+    eval_limit: int | None = 100
     batch_size: int = 2
     """Images per micro-batch per device (``train_micro_batch_size_per_gpu``)."""
     grad_accumulation_steps: int = 10
@@ -527,6 +534,8 @@ def validate(cfg: ReadConfig, src: str = "<config>") -> None:
         raise ConfigError(f"{src}: model.sasp needs 0 <= t_neg < t_pos <= 1, got t_neg={s.t_neg} t_pos={s.t_pos}")
     if s.num_points < 1 or s.down_sample < 1:
         raise ConfigError(f"{src}: model.sasp.num_points and model.sasp.down_sample must be >= 1")
+    if not m.seg_prompt and not m.sasp.enabled:
+        raise ConfigError(f"{src}: model.seg_prompt=false needs SasP (model.sasp.enabled): SAM would get no prompt")
     if m.lora.r < 1:
         raise ConfigError(f"{src}: model.lora.r must be >= 1")
     d = cfg.data

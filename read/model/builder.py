@@ -134,6 +134,7 @@ def build_read_model(cfg: ReadConfig | ModelConfig, *, loss_cfg=None) -> tuple[R
     llava = build_llava(cfg.vlm, tokenizer)
     hidden = llava.config.text_config.hidden_size
     sam = build_sam(cfg.sam)
+    sam.seg_prompt = cfg.seg_prompt
     projector = SegProjector(hidden, cfg.out_dim)
     if sam.prompt_encoder.embed_dim != cfg.out_dim:
         raise ValueError(f"model.out_dim={cfg.out_dim} but SAM's prompt dim is {sam.prompt_encoder.embed_dim}")

@@ -58,8 +58,10 @@ class SamMaskHead(nn.Module):
         prompt_encoder: nn.Module,
         mask_decoder: nn.Module,
         encoder_batch_size: int = 4,
+        seg_prompt: bool = True,
     ) -> None:
         super().__init__()
+        self.seg_prompt = seg_prompt
         self.image_encoder = image_encoder
         self.prompt_encoder = prompt_encoder
         self.mask_decoder = mask_decoder
@@ -103,7 +105,8 @@ class SamMaskHead(nn.Module):
             labels: ``[n, K]`` in {1, 0, -1}, or ``None``.
 
         Returns:
-            sparse ``[n, K + 1 + 1, D]`` (points, upstream pad point, [SEG]) or ``[n, 1, D]`` without points,
+            sparse ``[n, K + 1 + 1, D]`` (points, upstream pad point, [SEG]) or ``[n, 1, D]`` without points
+            (``[n, K + 1, D]`` when ``seg_prompt`` is off: points only, an ablation),
             dense ``[n, D, e, e]``; both in the dtype of ``seg_embeddings``.
         """
         n = seg_embeddings.shape[0]
@@ -117,7 +120,9 @@ class SamMaskHead(nn.Module):
             pts, dense = self.prompt_encoder(
                 points=(coords.float(), labels.to(torch.int64)), boxes=None, masks=None
             )
-            sparse = torch.cat([pts.to(dtype), seg_embeddings[:, None, :]], dim=1)
+            sparse = pts.to(dtype)
+            if self.seg_prompt:
+                sparse = torch.cat([sparse, seg_embeddings[:, None, :]], dim=1)
         dense = dense.to(dtype).expand(n, -1, -1, -1)
         return sparse, dense
 

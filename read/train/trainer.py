@@ -114,6 +114,27 @@ class Trainer:
             log.info("saved %s", path)
         return path
 
+    def curve_point(self) -> dict:
+        """Evaluate on the first ``train.eval_limit`` items of ``eval.*`` and log val gIoU/cIoU (learning curve)."""
+        import copy
+
+        from read.eval.run import run_evaluation
+
+        st = self.state
+        cfg = copy.deepcopy(self.cfg)
+        cfg.eval.output_dir = str(self.output_dir / "curve" / f"step_{st.global_step:08d}")
+        cfg.eval.limit = self.cfg.train.eval_limit
+        cfg.eval.overlays = 0
+        cfg.train.progress = False
+        result = run_evaluation(cfg, self.model.eval(), self.collator.tokenizer, device=self.device)
+        self.model.train()
+        row = {"step": st.global_step, "time": st.train_seconds}
+        if dist.is_main():
+            overall = result["metrics"]["overall"]
+            row.update(val_giou=overall["giou"], val_ciou=overall["ciou"])
+            self.logger.log(row)
+        return row
+
     def zero_loss(self) -> torch.Tensor:
         """A loss of exactly 0 whose graph touches every trainable parameter (keeps ZeRO's hooks in step)."""
         return sum((p * 0.0).sum() for p in self.model.parameters() if p.requires_grad)
@@ -182,9 +203,16 @@ class Trainer:
                     bar.update(1)
                     bar.set_postfix({k: f"{row[k]:.4f}" for k in ("total", "ce", "bce", "dice") if k in row}
                                     | {"lr": f"{lr:.2e}", "img/s": f"{row['samples_per_s']:.1f}"})
+                out_of_time = t.max_minutes is not None and st.train_seconds >= 60 * t.max_minutes
+                if out_of_time:
+                    log.info("training budget of %.1f minutes reached at step %d", t.max_minutes, st.global_step)
+                    self.stop_step = st.global_step
                 if st.global_step % t.save_every == 0 or st.global_step >= self.stop_step:
                     self.save()
                     last_saved = st.global_step
+                if t.eval_every and (st.global_step % t.eval_every == 0 or st.global_step >= self.stop_step):
+                    self.curve_point()
+                    step_start = time.time()  # evaluation time is not training time
                 if st.global_step >= self.stop_step:
                     break
         if bar is not None:
@@ -201,6 +229,13 @@ class Trainer:
                 series = {k: [(r["step"], r[k]) for r in rows if k in r and math.isfinite(r[k])]
                           for k in ("total", "ce", "bce", "dice")}
                 plot_curves(series, self.output_dir / "loss_curves.png", title=f"{self.cfg.model.name} losses")
-                summary.update({k: rows[-1][k] for k in ("total", "ce", "bce", "dice") if k in rows[-1]})
+                last = next((r for r in reversed(rows) if "total" in r), {})
+                summary.update({k: last[k] for k in ("total", "ce", "bce", "dice") if k in last})
+                curve = [r for r in rows if "val_giou" in r]
+                if curve:
+                    plot_curves({"val gIoU": [(r["time"] / 60, r["val_giou"]) for r in curve],
+                                 "val cIoU": [(r["time"] / 60, r["val_ciou"]) for r in curve]},
+                                self.output_dir / "val_curve.png", title="validation during training",
+                                xlabel="training minutes")
         self.logger.close()
         return summary
