@@ -101,7 +101,7 @@ def report(out: Path, data_root: Path) -> str:
 
     table = collect(out)
     groups = ["overall", "explicit", "implicit", "corners", "size", "relation"]
-    lines = [f"| variant | protocol | seeds | " + " | ".join(f"{g} gIoU" for g in groups) + " | overall cIoU |",
+    lines = ["| variant | protocol | seeds | " + " | ".join(f"{g} gIoU" for g in groups) + " | overall cIoU |",
              "| --- | --- | ---: | " + " | ".join("---:" for _ in groups) + " | ---: |"]
     for variant in VARIANTS:
         for protocol in PROTOCOLS:
