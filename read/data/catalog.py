@@ -50,11 +50,15 @@ def samples_per_epoch(cfg: ReadConfig, world_size: int) -> int:
 
 def build_train_mixture(cfg: ReadConfig, *, rank: int = 0, world_size: int = 1) -> MixtureDataset:
     """The training mixture named by ``data.datasets`` / ``data.sample_rates``."""
+    from read.utils import distributed as dist
+
     d = cfg.data
     if d.generate_synthetic:
         from read.data.synth import ensure_synthetic_root
 
-        ensure_synthetic_root(data_root(d), seed=cfg.train.seed)
+        if dist.is_main():  # one writer; the other ranks wait for it
+            ensure_synthetic_root(data_root(d), seed=cfg.train.seed)
+        dist.barrier()
     parts = [build_component(k, d) for k in d.datasets]
     return MixtureDataset(parts, d.sample_rates, samples_per_epoch(cfg, world_size), seed=cfg.train.seed,
                           rank=rank, world_size=world_size, on_error=d.on_error)
