@@ -124,9 +124,11 @@ def report(out: Path, data_root: Path) -> str:
             for row in map(json.loads, m.read_text().splitlines()):
                 if "val_giou" in row:
                     pts.setdefault(row["step"], []).append((row["time"] / 60, row["val_giou"]))
-        if pts:
+        n_seeds = max((len(v) for v in pts.values()), default=0)
+        shared = {k: v for k, v in pts.items() if len(v) == n_seeds}  # steps every seed reached
+        if shared:
             series[variant] = [(float(np.mean([t for t, _ in v])), float(np.mean([g for _, g in v])))
-                               for _, v in sorted(pts.items())]
+                               for _, v in sorted(shared.items())]
     if series:
         plot_curves(series, out / "curves.png", title="val gIoU (first 100 val items, mean over seeds)",
                     xlabel="training minutes (2-core CPU)")
