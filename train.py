@@ -70,11 +70,19 @@ def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--config", required=True, help="YAML config (see configs/)")
     parser.add_argument("--local_rank", type=int, default=None, help="set by the deepspeed launcher")
+    parser.add_argument("--auto_resume", dest="auto_resume", action="store_const", const=True, default=None,
+                        help="continue from the latest complete checkpoint in output_dir (the default; "
+                             "same as train.auto_resume=true)")
+    parser.add_argument("--no_auto_resume", "--no-auto_resume", dest="auto_resume", action="store_const",
+                        const=False, help="start from step 0 even if output_dir has checkpoints")
     parser.add_argument("overrides", nargs="*", help="key=value overrides, e.g. train.lr=1e-4")
     args = parser.parse_args(argv)
     if args.local_rank is not None:
         os.environ.setdefault("LOCAL_RANK", str(args.local_rank))
-    cfg = load_config(args.config, args.overrides)
+    overrides = list(args.overrides)
+    if args.auto_resume is not None:
+        overrides.append(f"train.auto_resume={str(args.auto_resume).lower()}")
+    cfg = load_config(args.config, overrides)
 
     from read.data.catalog import build_train_mixture
     from read.model.builder import build_read_model, count_parameters

@@ -257,3 +257,15 @@ def test_init_from_checkpoint_accepts_a_run_directory(tmp_path, data_root):
             assert torch.equal(p.detach(), saved[n]), n
     with pytest.raises(FileNotFoundError, match="neither a checkpoint nor a run directory"):
         load_trainable(model, tmp_path)
+
+
+def test_no_auto_resume_starts_fresh(tmp_path, data_root):
+    import train as train_script
+
+    args = ["--config", str(QUICK), *quick_overrides(tmp_path, data_root, **{"train.steps_per_epoch": 2,
+                                                                           "train.save_every": 2})]
+    assert train_script.main(args)["global_step"] == 2
+    assert train_script.main(args)["global_step"] == 2  # resumed: nothing left to do
+    assert train_script.main(["--no_auto_resume", *args])["global_step"] == 2  # trained again from step 0
+    steps = [json.loads(r)["step"] for r in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    assert steps == [1, 2]

@@ -142,7 +142,8 @@ class Trainer:
     # ---------------------------------------------------------------------------------------------------------
     def fit(self) -> dict:
         t = self.cfg.train
-        self.resume()
+        if not self.resume():
+            self.logger.truncate_after(0)  # a fresh start in a used output_dir: no stale rows
         st = self.state
         if st.global_step >= self.stop_step:
             log.info("nothing to do: already at step %d", st.global_step)
