@@ -69,3 +69,20 @@ def tiny_model(tiny_cfg):
     torch.manual_seed(0)
     model, tok = build_read_model(tiny_cfg)
     return model, tok
+
+
+def train_llama_sp_model(corpus: list[str], vocab_size: int) -> bytes:
+    """A LLaMA-style SentencePiece model (BPE, byte fallback, dummy prefix, identity normalisation) trained by the
+    tests themselves, independently of ``read.model.tokenizer``; returns the serialized model."""
+    import io
+
+    import sentencepiece as spm
+
+    buf = io.BytesIO()
+    spm.SentencePieceTrainer.train(
+        sentence_iterator=iter(corpus), model_writer=buf, vocab_size=vocab_size, model_type="bpe",
+        byte_fallback=True, normalization_rule_name="identity", add_dummy_prefix=True,
+        remove_extra_whitespaces=False, split_digits=True, allow_whitespace_only_pieces=True,
+        character_coverage=1.0, unk_id=0, bos_id=1, eos_id=2, pad_id=-1, num_threads=1, minloglevel=2,
+    )
+    return buf.getvalue()

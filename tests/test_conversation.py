@@ -6,12 +6,12 @@ directly and marked supervised or ignored by hand (only assistant answers and th
 
 from __future__ import annotations
 
-import io
 from pathlib import Path
 
 import pytest
 import sentencepiece as spm
 import torch
+from conftest import train_llama_sp_model
 
 from read.data.conversation import (
     IGNORE_INDEX,
@@ -38,29 +38,10 @@ def sp_and_tok(tmp_path_factory: pytest.TempPathFactory) -> tuple[spm.SentencePi
         "USER: ASSISTANT: Sure, the segmentation result is. What is the dog in this image?",
         "Please output segmentation mask. And the tree? No, it is not here. It is red green blue circle.",
     ]
-    buf = io.BytesIO()
-    spm.SentencePieceTrainer.train(
-        sentence_iterator=iter(corpus),
-        model_writer=buf,
-        vocab_size=330,
-        model_type="bpe",
-        byte_fallback=True,
-        normalization_rule_name="identity",
-        add_dummy_prefix=True,
-        remove_extra_whitespaces=False,
-        split_digits=True,
-        allow_whitespace_only_pieces=True,
-        character_coverage=1.0,
-        unk_id=0,
-        bos_id=1,
-        eos_id=2,
-        pad_id=-1,
-        num_threads=1,
-        minloglevel=2,
-    )
+    model_bytes = train_llama_sp_model(corpus, 330)
     d: Path = tmp_path_factory.mktemp("conv_tok")
-    (d / "tokenizer.model").write_bytes(buf.getvalue())
-    sp = spm.SentencePieceProcessor(model_proto=buf.getvalue())
+    (d / "tokenizer.model").write_bytes(model_bytes)
+    sp = spm.SentencePieceProcessor(model_proto=model_bytes)
     v = sp.get_piece_size()
     (d / "added_tokens.json").write_text(f'{{"[SEG]": {v}, "<im_start>": {v + 1}, "<im_end>": {v + 2}}}')
     return sp, ReadTokenizer.from_pretrained(d)

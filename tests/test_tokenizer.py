@@ -9,7 +9,6 @@ tokens, strip whitespace around plain-string added tokens, encode each chunk wit
 
 from __future__ import annotations
 
-import io
 import json
 import pickle
 import time
@@ -17,6 +16,7 @@ from pathlib import Path
 
 import pytest
 import sentencepiece as spm
+from conftest import train_llama_sp_model
 
 from read.model.tokenizer import IMAGE_PLACEHOLDER_ID, ReadTokenizer
 
@@ -61,27 +61,8 @@ def _corpus() -> list[str]:
 def sp_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A directory holding only a LLaMA-style tokenizer.model (trained here, no ReadTokenizer involved)."""
     d = tmp_path_factory.mktemp("spmodel")
-    buf = io.BytesIO()
-    spm.SentencePieceTrainer.train(
-        sentence_iterator=iter(_corpus()),
-        model_writer=buf,
-        vocab_size=520,
-        model_type="bpe",
-        byte_fallback=True,
-        normalization_rule_name="identity",
-        add_dummy_prefix=True,
-        remove_extra_whitespaces=False,
-        split_digits=True,
-        allow_whitespace_only_pieces=True,
-        character_coverage=1.0,
-        unk_id=0,
-        bos_id=1,
-        eos_id=2,
-        pad_id=-1,
-        num_threads=1,
-        minloglevel=2,
-    )
-    (d / "tokenizer.model").write_bytes(buf.getvalue())
+    model_bytes = train_llama_sp_model(_corpus(), 520)
+    (d / "tokenizer.model").write_bytes(model_bytes)
     return d
 
 
