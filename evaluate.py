@@ -38,7 +38,7 @@ def main(argv: list[str] | None = None) -> dict:
     src.add_argument("--config", help="a YAML config (configs/eval/...)")
     parser.add_argument("--local_rank", type=int, default=None, help="set by the deepspeed launcher")
     parser.add_argument("overrides", nargs="*", help="key=value overrides, e.g. eval.split=test")
-    args = parser.parse_args(argv)
+    args = parser.parse_intermixed_args(argv)
     if args.local_rank is not None:
         os.environ.setdefault("LOCAL_RANK", str(args.local_rank))
     cfg = load_config(Path(args.run) / "config.yaml" if args.run else args.config, args.overrides)

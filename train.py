@@ -76,7 +76,7 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--no_auto_resume", "--no-auto_resume", dest="auto_resume", action="store_const",
                         const=False, help="start from step 0 even if output_dir has checkpoints")
     parser.add_argument("overrides", nargs="*", help="key=value overrides, e.g. train.lr=1e-4")
-    args = parser.parse_args(argv)
+    args = parser.parse_intermixed_args(argv)
     if args.local_rank is not None:
         os.environ.setdefault("LOCAL_RANK", str(args.local_rank))
     overrides = list(args.overrides)
@@ -86,7 +86,6 @@ def main(argv: list[str] | None = None) -> dict:
 
     from read.data.catalog import build_train_mixture
     from read.model.builder import build_read_model, count_parameters
-    from read.model.llava_backbone import clip_image_size, num_image_tokens
     from read.train.engine import build_engine
     from read.train.trainer import TrainCollator, Trainer
 
@@ -105,15 +104,7 @@ def main(argv: list[str] | None = None) -> dict:
                  time.time() - t0, f"{counts['total']:,}", f"{counts['trainable']:,}", world, device)
     seed_everything(cfg.train.seed + rank)  # per-rank dropout
     dataset = build_train_mixture(cfg, rank=rank, world_size=world)
-    collator = TrainCollator(
-        tokenizer,
-        num_image_tokens=num_image_tokens(model.llava),
-        clip_size=clip_image_size(model.llava),
-        sam_size=model.sam.img_size,
-        use_im_start_end=cfg.model.vlm.use_im_start_end,
-        conv_template=cfg.model.vlm.conv_template,
-        max_length=cfg.model.vlm.model_max_length,
-    )
+    collator = TrainCollator.for_model(tokenizer, model, cfg.model.vlm)
     engine = build_engine(model, cfg, world_size=world, root=ROOT)
     summary = Trainer(cfg, engine, dataset, collator, output_dir=out_dir, device=device).fit()
     if dist.is_main():

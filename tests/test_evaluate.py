@@ -23,7 +23,7 @@ def trained_run(tmp_path_factory):
     data = base / "data"
     args = ["--config", str(QUICK), f"output_dir={base / 'run'}", f"data.root={data}", "data.workers=0",
             "train.progress=false", "train.epochs=1", "train.steps_per_epoch=4", "train.save_every=4",
-            "eval.after_train=false"]
+            "eval.after_train=false", "--no_auto_resume"]  # a flag after the overrides (intermixed parsing)
     train_script.main(args)
     return base / "run", data
 
@@ -31,7 +31,8 @@ def trained_run(tmp_path_factory):
 def evaluate(run: Path, out: Path, *extra: str) -> dict:
     import evaluate as evaluate_script
 
-    return evaluate_script.main(["--run", str(run), f"eval.output_dir={out}", "train.progress=false", *extra])
+    # an override before --run: options and overrides may be intermixed
+    return evaluate_script.main([f"eval.output_dir={out}", "--run", str(run), "train.progress=false", *extra])
 
 
 def recompute(records_dir: Path) -> tuple[float, float, int]:

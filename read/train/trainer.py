@@ -39,6 +39,16 @@ class TrainCollator:
         self.kw = dict(num_image_tokens=num_image_tokens, clip_size=clip_size, sam_size=sam_size,
                        use_im_start_end=use_im_start_end, conv_template=conv_template, max_length=max_length)
 
+    @classmethod
+    def for_model(cls, tokenizer, model, vlm_cfg) -> TrainCollator:
+        """The collator matching a built :class:`ReadModel` (image-token count, CLIP and SAM sizes) and
+        ``model.vlm`` settings (``use_im_start_end``, ``conv_template``, ``model_max_length``)."""
+        from read.model.llava_backbone import clip_image_size, num_image_tokens
+
+        return cls(tokenizer, num_image_tokens=num_image_tokens(model.llava), clip_size=clip_image_size(model.llava),
+                   sam_size=model.sam.img_size, use_im_start_end=vlm_cfg.use_im_start_end,
+                   conv_template=vlm_cfg.conv_template, max_length=vlm_cfg.model_max_length)
+
     def __call__(self, samples):
         return collate(samples, self.tokenizer, **self.kw)
 
