@@ -23,7 +23,7 @@ import torch
 from read.config import load_config
 from read.eval.run import eval_output_dir, format_metrics, run_evaluation
 from read.utils import distributed as dist
-from read.utils.device import get_device, seed_everything
+from read.utils.device import get_device
 from read.utils.logging import get_logger
 
 log = get_logger()
@@ -44,8 +44,7 @@ def main(argv: list[str] | None = None) -> dict:
     cfg = load_config(Path(args.run) / "config.yaml" if args.run else args.config, args.overrides)
     weights = cfg.eval.weights or args.run
 
-    from read.eval.loading import load_weights
-    from read.model.builder import build_read_model
+    from read.eval.loading import build_and_load
 
     if int(os.environ.get("WORLD_SIZE", 1)) > 1 and not dist.is_initialized():
         torch.distributed.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
@@ -54,9 +53,7 @@ def main(argv: list[str] | None = None) -> dict:
         torch.cuda.set_device(device)
     else:
         device = get_device(cfg.device)
-    seed_everything(cfg.train.seed)  # random-init (tiny) bases are rebuilt exactly as in training
-    model, tokenizer = build_read_model(cfg)
-    loaded = load_weights(model, tokenizer, weights)
+    model, tokenizer, loaded = build_and_load(cfg, weights)  # seeded: tiny random bases rebuilt as in training
     model.to(device).eval()
     result = run_evaluation(cfg, model, tokenizer, device=device, weights=loaded)
     if dist.is_main():

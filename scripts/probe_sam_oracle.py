@@ -14,10 +14,11 @@ No language model is involved: the frozen tiny SAM image encoder of ``configs/ex
   ``synthetic`` record) as the only sparse token (the language side is perfect, localisation must be learned);
 * ``bow``: the learned bag-of-words embedding alone.
 
-Loss: the READ mask loss (2 BCE + 0.5 Dice), AdamW, batch 4. Every ``--eval-every`` steps, the gIoU of the
-first ``--val-items`` val items (deterministic prompts) is printed as a JSON line. If ``target`` stays near the
-text-blind baselines while ``click`` is high, the bottleneck is learning *where* the named shape is from
-frozen random features, not the mask quality (docs/BENCHMARKS.md, "Does it learn?").
+Loss: the READ mask loss (``loss.bce_weight`` BCE + ``loss.dice_weight`` Dice: 2 and 0.5), AdamW, batch 4.
+Every ``--eval-every`` steps, the official gIoU of the first ``--val-items`` val items (deterministic prompts) is
+printed as a JSON line. If ``target`` stays near the text-blind baselines while ``click`` is high, the bottleneck
+is learning *where* the named shape is from frozen random features, not the mask quality (docs/BENCHMARKS.md,
+"Does it learn?").
 """
 
 from __future__ import annotations
@@ -42,6 +43,7 @@ from read.config import load_config  # noqa: E402
 from read.data.reason_seg import ReasonSegDataset  # noqa: E402
 from read.data.synthetic import COLOURS, KINDS  # noqa: E402
 from read.data.types import Batch  # noqa: E402
+from read.eval.metrics import giou_ciou  # noqa: E402
 from read.model.builder import build_read_model  # noqa: E402
 from read.model.losses import aggregate_mask_losses  # noqa: E402
 from read.train.trainer import TrainCollator  # noqa: E402
@@ -128,16 +130,14 @@ def main(argv: list[str] | None = None) -> None:
                          coords=coords, labels=labels)
 
     def evaluate() -> float:
-        ious = []
+        preds, gts = [], []
         with torch.no_grad():
             for start in range(0, args.val_items, 8):
                 idx = list(range(start, min(args.val_items, start + 8)))
                 batch = collate([val_set[i] for i in idx])
-                for pred, gt in zip(masks(batch, [target_ids(val_set, i) for i in idx]), batch.gt_masks, strict=True):
-                    p, g = pred > 0, gt == 1
-                    union = int((p | g).sum())
-                    ious.append(int((p & g).sum()) / union if union else 1.0)
-        return float(np.mean(ious))
+                preds += [(p > 0).long() for p in masks(batch, [target_ids(val_set, i) for i in idx])]
+                gts += batch.gt_masks
+        return giou_ciou(preds, gts)["giou"]
 
     t0 = time.time()
     for step in range(1, args.steps + 1):
@@ -148,7 +148,7 @@ def main(argv: list[str] | None = None) -> None:
             targets, samples = [], [train_set.sample(rng) for _ in range(4)]
         batch = collate(samples)
         bce, dice, _ = aggregate_mask_losses(masks(batch, targets), batch.gt_masks)
-        loss = 2 * bce + 0.5 * dice
+        loss = cfg.loss.bce_weight * bce + cfg.loss.dice_weight * dice
         opt.zero_grad()
         loss.backward()
         opt.step()

@@ -74,23 +74,20 @@ def main(argv: list[str] | None = None) -> None:
 
     from read.config import load_config
     from read.data.reason_seg import ReasonSegDataset
-    from read.eval.loading import load_weights
-    from read.model.builder import build_read_model
+    from read.eval.loading import build_and_load
     from read.train.checkpoint import latest_checkpoint
     from read.train.trainer import TrainCollator
-    from read.utils.device import seed_everything
 
     run = Path(args.run)
     cfg = load_config(run / "config.yaml")
     if not cfg.model.sasp.enabled:
         raise SystemExit(f"{run}: model.sasp.enabled is false, there is no similarity map to probe")
-    seed_everything(cfg.train.seed)  # the frozen random parts are rebuilt from the run's seed
-    model, tokenizer = build_read_model(cfg)
+    ckpt = None
     if not args.untrained:
         ckpt = latest_checkpoint(run)
         if ckpt is None:
             raise SystemExit(f"{run}: no checkpoint under {run / 'checkpoints'}")
-        load_weights(model, tokenizer, ckpt)
+    model, tokenizer, _ = build_and_load(cfg, ckpt)  # seeded: the frozen random parts are rebuilt as in training
     model.eval()
     collate = TrainCollator.for_model(tokenizer, model, cfg.model.vlm)
     val = ReasonSegDataset(cfg.data.root, cfg.eval.split, num_classes_per_sample=1)

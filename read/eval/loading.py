@@ -49,3 +49,20 @@ def load_weights(model, tokenizer, path: str | Path | None) -> Path | None:
     report = load_released_checkpoint(model, tokenizer, path)
     log.info("loaded the released checkpoint %s: %s", path, report)
     return path
+
+
+def build_and_load(cfg, weights: str | Path | None):
+    """Build the model ``cfg`` describes and load ``weights`` into it (see :func:`load_weights`).
+
+    The seed is set to ``cfg.train.seed`` first, so the frozen parts of a random-init (tiny) base are rebuilt
+    exactly as in training (the trainable checkpoint's base fingerprint checks this).
+
+    Returns:
+        ``(model, tokenizer, loaded)``: ``loaded`` is the file/folder actually read, or ``None``.
+    """
+    from read.model.builder import build_read_model
+    from read.utils.device import seed_everything
+
+    seed_everything(cfg.train.seed)
+    model, tokenizer = build_read_model(cfg)
+    return model, tokenizer, load_weights(model, tokenizer, weights)
