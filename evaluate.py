@@ -6,9 +6,12 @@
     torchrun --nproc_per_node 8 evaluate.py --config ...               # shards, merged into one results.json
     torchrun --nproc_per_node 8 evaluate.py --run_dir runs/x           # (torchrun would take --run for itself)
 
-Writes ``records.rank*.jsonl`` (one line per sample; a restarted run skips what is done), ``results.json``
-(protocol, dataset, split, checkpoint and its sha256, SasP settings, template rule, decoding, metrics) and,
-with ``eval.overlays=N``, overlay PNGs into ``eval.output_dir`` (default ``<output_dir>/eval/<name>``).
+Writes ``records.rank*.jsonl`` (one line per sample), ``results.json`` (protocol, dataset, split, weights, the
+evaluation key, SasP settings actually used, template rule, decoding, metrics), ``eval_key.json`` and, with
+``eval.overlays=N``, overlay PNGs into ``eval.output_dir`` (default ``<output_dir>/eval/<name>/<key>``, where
+``key`` is a digest of the weights, the model settings and the evaluation settings: another checkpoint or another
+SasP setting is a new folder, never a stale one). A rerun of the same evaluation resumes its records; an explicit
+``eval.output_dir`` holding another evaluation is refused unless ``--overwrite``.
 """
 
 from __future__ import annotations
@@ -21,7 +24,7 @@ from pathlib import Path
 import torch
 
 from read.config import load_config
-from read.eval.run import eval_output_dir, format_metrics, run_evaluation
+from read.eval.run import format_metrics, run_evaluation
 from read.utils import distributed as dist
 from read.utils.device import get_device
 from read.utils.logging import get_logger
@@ -33,10 +36,14 @@ def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     src = parser.add_mutually_exclusive_group(required=True)
     src.add_argument("--run", "--run_dir", dest="run",
-                     help="a training run directory (its config.yaml and latest checkpoint); under torchrun use "
-                          "--run_dir (torchrun's own parser takes --run for its --run-path)")
+                     help="a training run directory (its config.yaml and latest checkpoint; eval.weights=<run>/"
+                          "checkpoints/best for the best-on-val one); under torchrun use --run_dir (torchrun's own "
+                          "parser takes --run for its --run-path)")
     src.add_argument("--config", help="a YAML config (configs/eval/...)")
+    parser.add_argument("--overwrite", action="store_true",
+                        help="an explicit eval.output_dir that holds another evaluation is cleared instead of refused")
     parser.add_argument("--local_rank", type=int, default=None, help="set by the deepspeed launcher")
+    parser.add_argument("--debug", action="store_true", help="show tracebacks of user errors")
     parser.add_argument("overrides", nargs="*", help="key=value overrides, e.g. eval.split=test")
     args = parser.parse_intermixed_args(argv)
     if args.local_rank is not None:
@@ -44,24 +51,30 @@ def main(argv: list[str] | None = None) -> dict:
     cfg = load_config(Path(args.run) / "config.yaml" if args.run else args.config, args.overrides)
     weights = cfg.eval.weights or args.run
 
-    from read.eval.loading import build_and_load
+    from read.eval.run import check_eval_data
+    from read.model.rebuild import check_paths, rebuild
 
+    check_paths(cfg, weights, weights_key="eval.weights" if cfg.eval.weights else "--run")
     if int(os.environ.get("WORLD_SIZE", 1)) > 1 and not dist.is_initialized():
         torch.distributed.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
+    check_eval_data(cfg)  # the split exists and parses, before the model is built
     if cfg.device == "auto" and torch.cuda.is_available():
         device = torch.device("cuda", dist.get_local_rank())
         torch.cuda.set_device(device)
     else:
         device = get_device(cfg.device)
-    model, tokenizer, loaded = build_and_load(cfg, weights)  # seeded: tiny random bases rebuilt as in training
-    model.to(device).eval()
-    result = run_evaluation(cfg, model, tokenizer, device=device, weights=loaded)
+    built = rebuild(cfg, weights)  # config + train.init + weights, base checked exactly
+    model = built.model.to(device).eval()
+    result = run_evaluation(cfg, model, built.tokenizer, device=device, weights=built.weights,
+                            weights_digest=built.digest, overwrite=args.overwrite)
     if dist.is_main():
         print(format_metrics(result))
-        print(f"results: {eval_output_dir(cfg) / 'results.json'}")
+        print(f"results: {Path(result['output_dir']) / 'results.json'}")
         log.debug(json.dumps(result))
     return result
 
 
 if __name__ == "__main__":
-    main()
+    from read.cli import main_with_errors
+
+    main_with_errors(main)

@@ -52,20 +52,6 @@ def setup_distributed(cfg: ReadConfig) -> tuple[int, int, torch.device]:
     return rank, world, device
 
 
-def initialise_weights(cfg: ReadConfig, model, tokenizer) -> None:
-    """``train.init``: llava (nothing to do: built that way), released, or one of our checkpoints."""
-    if cfg.train.init == "released":
-        from read.model.convert import load_released_checkpoint
-
-        report = load_released_checkpoint(model, tokenizer, cfg.train.init_checkpoint)
-        log.info("initialised from the released checkpoint %s: %s", cfg.train.init_checkpoint, report)
-    elif cfg.train.init == "checkpoint":
-        from read.train.checkpoint import load_trainable
-
-        load_trainable(model, Path(cfg.train.init_checkpoint))
-        log.info("initialised trainable weights from %s", cfg.train.init_checkpoint)
-
-
 def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--config", required=True, help="YAML config (see configs/)")
@@ -75,6 +61,7 @@ def main(argv: list[str] | None = None) -> dict:
                              "same as train.auto_resume=true)")
     parser.add_argument("--no_auto_resume", "--no-auto_resume", dest="auto_resume", action="store_const",
                         const=False, help="start from step 0 even if output_dir has checkpoints")
+    parser.add_argument("--debug", action="store_true", help="show tracebacks of user errors")
     parser.add_argument("overrides", nargs="*", help="key=value overrides, e.g. train.lr=1e-4")
     args = parser.parse_intermixed_args(argv)
     if args.local_rank is not None:
@@ -85,37 +72,48 @@ def main(argv: list[str] | None = None) -> dict:
     cfg = load_config(args.config, overrides)
 
     from read.data.catalog import build_train_mixture
-    from read.model.builder import build_read_model, count_parameters
+    from read.model.builder import count_parameters
+    from read.model.rebuild import build_for_training, check_paths
     from read.train.engine import build_engine
     from read.train.trainer import TrainCollator, Trainer
 
+    check_paths(cfg)  # before anything slow: every path the config names exists
     rank, world, device = setup_distributed(cfg)
+    # Every training source (and the validation split) is opened before the model is built, so a missing or
+    # malformed dataset stops the run in seconds, not after loading 7B weights.
+    dataset = build_train_mixture(cfg, rank=rank, world_size=world)
+    if cfg.eval.after_train or cfg.train.eval_every:
+        from read.eval.run import check_eval_data
+
+        check_eval_data(cfg)
     out_dir = Path(cfg.output_dir)
     if dist.is_main():
         save_config(cfg, out_dir)
-    seed_everything(cfg.train.seed)  # same initial weights on every rank
     t0 = time.time()
-    model, tokenizer = build_read_model(cfg)
-    initialise_weights(cfg, model, tokenizer)
+    built = build_for_training(cfg)  # seeded: same initial weights on every rank; train.init applied
+    model, tokenizer = built.model, built.tokenizer
     model.to(device)
     counts = count_parameters(model)
     if dist.is_main():
-        log.info("built %s in %.1fs: %s parameters, %s trainable; %d process(es) on %s", cfg.model.name,
-                 time.time() - t0, f"{counts['total']:,}", f"{counts['trainable']:,}", world, device)
+        init = f"; init {cfg.train.init} {built.weights or built.release or ''}".rstrip()
+        log.info("built %s in %.1fs: %s parameters, %s trainable; %d process(es) on %s%s", cfg.model.name,
+                 time.time() - t0, f"{counts['total']:,}", f"{counts['trainable']:,}", world, device, init)
     seed_everything(cfg.train.seed + rank)  # per-rank dropout
-    dataset = build_train_mixture(cfg, rank=rank, world_size=world)
     collator = TrainCollator.for_model(tokenizer, model, cfg.model.vlm)
     engine = build_engine(model, cfg, world_size=world, root=ROOT)
-    summary = Trainer(cfg, engine, dataset, collator, output_dir=out_dir, device=device).fit()
+    trainer = Trainer(cfg, engine, dataset, collator, output_dir=out_dir, device=device, base=built.base)
+    summary = trainer.fit()
     if dist.is_main():
         print("final: " + "  ".join(f"{k} {v:.4f}" if isinstance(v, float) else f"{k} {v}"
                                     for k, v in summary.items()))
     if cfg.eval.after_train:
         from read.eval.run import format_metrics, run_evaluation
+        from read.model.fingerprint import model_digest
         from read.train.checkpoint import latest_checkpoint
 
-        result = run_evaluation(cfg, engine.module.eval(), tokenizer, device=device,
-                                weights=latest_checkpoint(out_dir))
+        module = engine.module.eval()
+        result = run_evaluation(cfg, module, tokenizer, device=device, weights=latest_checkpoint(out_dir),
+                                weights_digest=model_digest(module, built.base))
         if dist.is_main():
             print(format_metrics(result))
             summary["eval"] = result["metrics"]
@@ -123,4 +121,6 @@ def main(argv: list[str] | None = None) -> dict:
 
 
 if __name__ == "__main__":
-    main()
+    from read.cli import main_with_errors
+
+    main_with_errors(main)

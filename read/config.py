@@ -101,6 +101,14 @@ class SamConfig:
     tiny: TinySamConfig | None = None
     encoder_batch_size: int = 4
     """Images per chunk through the frozen image encoder."""
+    global_attn_indexes: list[int] | None = None
+    """Image-encoder blocks with global attention. ``null``: the variant's (vit_h [7, 15, 23, 31], vit_l
+    [5, 11, 17, 23], vit_b [2, 5, 8, 11]; tiny: the last block)."""
+    iou_head_hidden_dim: int = 256
+    """Width of the mask decoder's IoU-prediction MLP (256 in every released SAM)."""
+    iou_head_depth: int = 3
+    num_multimask_outputs: int = 3
+    """Extra mask tokens of the decoder (READ uses mask token 0 only; the weights still exist)."""
 
 
 @dataclass
@@ -237,6 +245,10 @@ class TrainConfig:
     """``llava``: LLaVA weights + SAM from its .pth + fresh projection; ``released``: an official SESAME/READ
     merged folder (``init_checkpoint``); ``checkpoint``: trainable weights from one of our checkpoints."""
     init_checkpoint: str | None = None
+    keep_best: Literal["ciou", "giou"] | None = None
+    """Keep the checkpoint with the best validation metric (``eval.*`` every ``train.eval_every`` steps, on the
+    first ``train.eval_limit`` items) in ``checkpoints/best``, besides the last ``keep_last``. Official
+    ``train_read.py``: validate every epoch, keep the best cIoU (how the released checkpoints were chosen)."""
 
 
 EVAL_DATASETS = ("reason_seg", "refclef", "refcoco", "refcoco+", "refcocog", "fprefcoco", "fprefcoco+", "fprefcocog",
@@ -415,6 +427,34 @@ def _deep_merge(base: dict, child: dict) -> dict:
     return out
 
 
+class _StrictLoader(yaml.SafeLoader):
+    """``yaml.SafeLoader`` that refuses a key given twice in one mapping (PyYAML silently keeps the last)."""
+
+
+def _construct_mapping(loader: _StrictLoader, node: yaml.MappingNode, deep: bool = False) -> dict:
+    loader.flatten_mapping(node)
+    seen: dict = {}
+    for key_node, _ in node.value:
+        key = loader.construct_object(key_node, deep=deep)
+        if key in seen:
+            raise yaml.constructor.ConstructorError(
+                None, None, f"duplicate key {key!r} (first at line {seen[key] + 1})", key_node.start_mark
+            )
+        seen[key] = key_node.start_mark.line
+    return loader.construct_mapping(node, deep=deep)
+
+
+_StrictLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _construct_mapping)
+
+
+def _yaml_load(text: str):  # noqa: ANN202
+    return yaml.load(text, Loader=_StrictLoader)  # noqa: S506 - a SafeLoader subclass
+
+
+def _one_line(e: Exception) -> str:
+    return " ".join(str(e).split())
+
+
 def _read_yaml(path: Path, chain: tuple[Path, ...] = ()) -> dict:
     path = path.resolve()
     if path in chain:
@@ -422,9 +462,9 @@ def _read_yaml(path: Path, chain: tuple[Path, ...] = ()) -> dict:
     if not path.is_file():
         raise ConfigError(f"config file not found: {path}")
     try:
-        data = yaml.safe_load(path.read_text()) or {}
+        data = _yaml_load(path.read_text()) or {}
     except yaml.YAMLError as e:
-        raise ConfigError(f"{path}: malformed YAML: {e}") from e
+        raise ConfigError(f"{path}: malformed YAML: {_one_line(e)}") from e
     if not isinstance(data, dict):
         raise ConfigError(f"{path}: top level must be a mapping, got {type(data).__name__}")
     base = data.pop("_base_", None)
@@ -446,10 +486,12 @@ def parse_overrides(overrides: list[str]) -> dict:
         key = key.strip()
         if not key or any(not part for part in key.split(".")):
             raise ConfigError(f"override {item!r}: empty key")
+        if not raw.strip():
+            raise ConfigError(f"override {item!r}: empty value (write {key}=null for none, {key}='' for an empty string)")
         try:
-            value = yaml.safe_load(raw) if raw.strip() else ""
+            value = _yaml_load(raw)
         except yaml.YAMLError as e:
-            raise ConfigError(f"override {key}: cannot parse value {raw!r}: {e}") from e
+            raise ConfigError(f"override {key}: cannot parse value {raw!r}: {_one_line(e)}") from e
         node = out
         parts = key.split(".")
         for p in parts[:-1]:
@@ -464,6 +506,14 @@ def load_config(path: str | os.PathLike | None = None, overrides: list[str] | No
     """Load a YAML file (with its ``_base_`` chain) and apply overrides; validate against the schema.
 
     A path to a run directory is accepted and means ``<dir>/config.yaml``.
+
+    SasP presets: the file's ``model.sasp.preset`` is expanded first (keys written next to it in the files win
+    over the preset); then a preset given on the command line is expanded *over* the file's values (a saved run
+    holds explicit values, which an explicit ``model.sasp.preset=...`` override must replace), and explicit
+    ``model.sasp.*`` overrides win over everything.
+
+    The keys whose values came from ``${env:VAR,default}`` are remembered (:func:`env_source`) so an error about a
+    missing path can name the environment variable.
     """
     data: dict = {}
     src = "<defaults>"
@@ -473,32 +523,52 @@ def load_config(path: str | os.PathLike | None = None, overrides: list[str] | No
             p = p / "config.yaml"
         data = _read_yaml(p)
         src = str(p)
-    if overrides:
-        data = _deep_merge(data, parse_overrides(overrides))
+    env_used: dict[str, tuple[str, bool]] = {}
     try:
-        data = _expand_env(data, "")
-        data = _apply_sasp_preset(data)
+        data = _apply_sasp_preset(_expand_env(data, "", env_used))
+        if overrides:
+            cli = _expand_env(parse_overrides(overrides), "", env_used)
+            cli_sasp = (cli.get("model") or {}).get("sasp") if isinstance(cli.get("model"), dict) else None
+            if isinstance(cli_sasp, dict) and cli_sasp.get("preset") is not None:
+                preset = _preset_values(cli_sasp["preset"])
+                data = _deep_merge(data, {"model": {"sasp": preset}})
+            data = _deep_merge(data, cli)
         cfg = from_dict(ReadConfig, data)
     except ConfigError as e:
         raise ConfigError(f"{src}: {e}") from None
     validate(cfg, src)
+    object.__setattr__(cfg, "_env_used", env_used)
     return cfg
+
+
+def env_source(cfg: ReadConfig, key: str) -> str:
+    """A hint naming the environment variable behind ``key`` (``""`` when the value was written literally)."""
+    used = getattr(cfg, "_env_used", {}).get(key)
+    if used is None:
+        return ""
+    var, is_set = used
+    return f" ({var}={os.environ.get(var)!r})" if is_set else f" ({var} is not set; this is its default)"
 
 
 _ENV = re.compile(r"\$\{env:([A-Za-z_][A-Za-z0-9_]*)(?:,([^}]*))?\}")
 
 
-def _expand_env(value: Any, key: str) -> Any:
-    """Replace ``${env:NAME}`` / ``${env:NAME,default}`` inside string values (paths stay out of YAML files)."""
+def _expand_env(value: Any, key: str, used: dict[str, tuple[str, bool]] | None = None) -> Any:
+    """Replace ``${env:NAME}`` / ``${env:NAME,default}`` inside string values (paths stay out of YAML files).
+
+    ``used`` collects ``key -> (NAME, whether NAME was set)``.
+    """
     if isinstance(value, dict):
-        return {k: _expand_env(v, f"{key}.{k}" if key else str(k)) for k, v in value.items()}
+        return {k: _expand_env(v, f"{key}.{k}" if key else str(k), used) for k, v in value.items()}
     if isinstance(value, list):
-        return [_expand_env(v, f"{key}[{i}]") for i, v in enumerate(value)]
+        return [_expand_env(v, f"{key}[{i}]", used) for i, v in enumerate(value)]
     if not isinstance(value, str) or "${" not in value:
         return value
 
     def sub(m: re.Match) -> str:
         name, default = m.group(1), m.group(2)
+        if used is not None:
+            used[key] = (name, name in os.environ)
         if name in os.environ:
             return os.environ[name]
         if default is None:
@@ -511,14 +581,17 @@ def _expand_env(value: Any, key: str) -> Any:
     return out
 
 
+def _preset_values(name: Any) -> dict:
+    if name not in SASP_PRESETS:
+        raise ConfigError(f"model.sasp.preset: unknown preset {name!r} (known: {sorted(SASP_PRESETS)})")
+    return dict(SASP_PRESETS[name])
+
+
 def _apply_sasp_preset(data: dict) -> dict:
     sasp = data.get("model", {}).get("sasp") if isinstance(data.get("model"), dict) else None
     if not isinstance(sasp, dict) or sasp.get("preset") is None:
         return data
-    name = sasp["preset"]
-    if name not in SASP_PRESETS:
-        raise ConfigError(f"model.sasp.preset: unknown preset {name!r} (known: {sorted(SASP_PRESETS)})")
-    merged = {**SASP_PRESETS[name], **sasp}
+    merged = {**_preset_values(sasp["preset"]), **sasp}
     return _deep_merge(data, {"model": {"sasp": merged}})
 
 
@@ -557,6 +630,13 @@ def validate(cfg: ReadConfig, src: str = "<config>") -> None:
         raise ConfigError(f"{src}: train.report_to: unknown reporter {bad[0]!r} (jsonl, tensorboard, wandb)")
     if t.init != "llava" and not t.init_checkpoint:
         raise ConfigError(f"{src}: train.init={t.init} needs train.init_checkpoint")
+    if t.keep_best is not None and not t.eval_every:
+        raise ConfigError(f"{src}: train.keep_best={t.keep_best} needs train.eval_every (validation steps)")
+    if t.eval_every is not None and t.eval_every < 1:
+        raise ConfigError(f"{src}: train.eval_every must be >= 1 or null")
+    sam = m.sam
+    if sam.iou_head_hidden_dim < 1 or sam.iou_head_depth < 1 or sam.num_multimask_outputs < 1:
+        raise ConfigError(f"{src}: model.sam.iou_head_hidden_dim/iou_head_depth/num_multimask_outputs must be >= 1")
     e = cfg.eval
     if e.dataset not in EVAL_DATASETS:
         raise ConfigError(f"{src}: eval.dataset: unknown dataset {e.dataset!r} (known: {list(EVAL_DATASETS)})")

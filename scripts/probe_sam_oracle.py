@@ -42,8 +42,8 @@ from torch import Tensor, nn  # noqa: E402
 from read.config import load_config  # noqa: E402
 from read.data.reason_seg import ReasonSegDataset  # noqa: E402
 from read.data.synthetic import COLOURS, KINDS  # noqa: E402
-from read.data.types import Batch  # noqa: E402
 from read.eval.metrics import giou_ciou  # noqa: E402
+from read.model.batch import Batch  # noqa: E402
 from read.model.builder import build_read_model  # noqa: E402
 from read.model.losses import aggregate_mask_losses  # noqa: E402
 from read.train.trainer import TrainCollator  # noqa: E402

@@ -74,7 +74,7 @@ def main(argv: list[str] | None = None) -> None:
 
     from read.config import load_config
     from read.data.reason_seg import ReasonSegDataset
-    from read.eval.loading import build_and_load
+    from read.model.rebuild import rebuild
     from read.train.checkpoint import latest_checkpoint
     from read.train.trainer import TrainCollator
 
@@ -87,8 +87,8 @@ def main(argv: list[str] | None = None) -> None:
         ckpt = latest_checkpoint(run)
         if ckpt is None:
             raise SystemExit(f"{run}: no checkpoint under {run / 'checkpoints'}")
-    model, tokenizer, _ = build_and_load(cfg, ckpt)  # seeded: the frozen random parts are rebuilt as in training
-    model.eval()
+    built = rebuild(cfg, ckpt)  # seeded: the frozen random parts are rebuilt as in training, base checked
+    model, tokenizer = built.model.eval(), built.tokenizer
     collate = TrainCollator.for_model(tokenizer, model, cfg.model.vlm)
     val = ReasonSegDataset(cfg.data.root, cfg.eval.split, num_classes_per_sample=1)
     stats: dict[str, list[float]] = {k: [] for k in ("auroc", "top1_hit", "chance", "pos_precision",

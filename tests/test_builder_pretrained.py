@@ -69,8 +69,21 @@ def test_build_from_local_llava_hf_dir_and_sam_checkpoint(tmp_path):
     ref_sd = ref.state_dict()
     ours = {k.replace(".base_layer", ""): v for k, v in model.llava.state_dict().items() if "lora_" not in k}
     assert set(ours) == set(ref_sd)
+    new_rows = [602, 603, 604]  # [SEG], <im_start>, <im_end>: new to the llava-hf checkpoint
+    vocab_keys = ("model.language_model.embed_tokens.weight", "lm_head.weight")
     for k, v in ref_sd.items():
-        assert torch.equal(ours[k], v), k
+        if k in vocab_keys:
+            keep = [i for i in range(v.shape[0]) if i not in new_rows]
+            assert torch.equal(ours[k][keep], v[keep]), k
+            fresh = ours[k][new_rows]
+            # official resize_token_embeddings (transformers 4.31): fresh Normal(0, 0.02) rows, not llava-hf's
+            # padding values
+            assert not torch.equal(fresh, v[new_rows])
+            assert 0.012 < float(fresh.std()) < 0.03 and abs(float(fresh.mean())) < 0.01, (k, fresh.std())
+        else:
+            assert torch.equal(ours[k], v), k
+    embed, head = (ours[k][new_rows] for k in vocab_keys)
+    assert not torch.equal(embed, head)  # independent draws for the two matrices
     for k, v in sam_ref.state_dict().items():
         assert torch.equal(model.sam.state_dict()[k], v), k
 
@@ -82,3 +95,6 @@ def test_embeddings_grow_when_tokenizer_is_larger(tmp_path):
     assert len(tok) == 605
     assert model.llava.get_input_embeddings().weight.shape[0] == 605
     assert model.llava.lm_head.weight.shape[0] == 605
+    for w in (model.llava.get_input_embeddings().weight, model.llava.lm_head.weight):
+        fresh = w[602:605].detach()
+        assert 0.012 < float(fresh.std()) < 0.03 and abs(float(fresh.mean())) < 0.01

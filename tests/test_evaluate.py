@@ -56,7 +56,9 @@ def test_teacher_forced_reason_seg_end_to_end(trained_run, tmp_path):
     assert res["metrics"]["overall"]["giou"] == pytest.approx(giou, abs=1e-12)
     assert res["metrics"]["overall"]["ciou"] == pytest.approx(ciou, abs=1e-12)
     assert {"short", "long"} <= set(res["metrics"])
-    assert res["checkpoint"]["path"].endswith("trainable.safetensors") and len(res["checkpoint"]["sha256"]) == 64
+    assert Path(res["checkpoint"]["path"]).name == "step_00000004" and len(res["eval_key"]) == 64
+    key = json.loads((tmp_path / "tf" / "eval_key.json").read_text())
+    assert key["digest"] == res["eval_key"] and key["identity"]["model"]["sasp"]["num_points"] == 10
     assert res["sasp"]["num_points"] == 10 and res["templates"].startswith("LISA fixed")
     assert len(list((tmp_path / "tf").glob("overlay_*.png"))) == 2
     saved = json.loads((tmp_path / "tf" / "results.json").read_text())
@@ -73,6 +75,7 @@ def test_resumed_evaluation_equals_uninterrupted(trained_run, tmp_path):
     rec.write_text("\n".join(lines[:3]) + "\n" + lines[3][: len(lines[3]) // 2])  # crash mid-line after 3 items
     (out / "results.json").unlink()
     resumed = evaluate(run, out)
+    assert resumed.pop("output_dir") == str(out) and full.pop("output_dir") == str(tmp_path / "full")
     assert resumed == full
     assert len(rec.read_text().splitlines()) == 8  # the cut line was dropped and its item redone
 
@@ -80,16 +83,13 @@ def test_resumed_evaluation_equals_uninterrupted(trained_run, tmp_path):
 def test_sharded_evaluation_merges_to_the_single_process_result(trained_run, tmp_path, monkeypatch):
     """Two ranks, each evaluating every second item into its own records file, merge to the same results."""
     from read.eval import evaluator as ev
-    from read.eval.loading import load_weights
-    from read.model.builder import build_read_model
-    from read.utils.device import seed_everything
+    from read.model.rebuild import rebuild
 
     run, data = trained_run
     single = evaluate(run, tmp_path / "single")
     cfg = load_config(run, [f"eval.output_dir={tmp_path / 'sharded'}", "train.progress=false"])
-    seed_everything(cfg.train.seed)
-    model, tok = build_read_model(cfg)
-    weights = load_weights(model, tok, run)
+    built = rebuild(cfg, run)
+    model, tok, weights = built.model, built.tokenizer, built.weights
     dataset = ev.build_eval_dataset(cfg, data)
     results = []
     for rank in (1, 0):  # rank 0 last: it merges

@@ -15,6 +15,7 @@ import torch
 from conftest import ROOT
 
 from read.config import load_config
+from read.model.fingerprint import base_record
 from read.train.deepspeed_config import build_deepspeed_config
 from read.train.schedule import WarmupDecaySchedule, warmup_decay_lr
 
@@ -124,7 +125,7 @@ def test_engines_take_optimizer_steps(engine, tmp_path, data_root):
                              sam_size=model.sam.img_size, use_im_start_end=True, conv_template="llava_v1",
                              max_length=512)
     summary = Trainer(cfg, eng, build_train_mixture(cfg), collator, output_dir=tmp_path / "run",
-                      device=torch.device("cpu")).fit()
+                      device=torch.device("cpu"), base=base_record(model)).fit()
     assert summary["global_step"] == 3 and eng.global_steps == 3
     assert all(torch.isfinite(torch.tensor(summary[k])) for k in ("total", "ce", "bce", "dice"))
     after = _trainable_snapshot(eng.module)
@@ -164,7 +165,7 @@ def test_nonfinite_losses_are_skipped_then_stop(tmp_path, data_root):
                              sam_size=model.sam.img_size, use_im_start_end=True, conv_template="llava_v1",
                              max_length=512)
     trainer = Trainer(cfg, build_engine(model, cfg), build_train_mixture(cfg), collator,
-                      output_dir=tmp_path / "run", device=torch.device("cpu"))
+                      output_dir=tmp_path / "run", device=torch.device("cpu"), base=base_record(model))
     with pytest.raises(NonFiniteLossError, match="3 consecutive micro-batches"):
         trainer.fit()
     assert trainer.state.nonfinite_total == 4 and trainer.state.global_step == 6
@@ -240,13 +241,13 @@ def test_init_from_checkpoint_accepts_a_run_directory(tmp_path, data_root):
                                                                                       "train.save_every": 1})]
     train_script.main(first)
     from read.model.builder import build_read_model
-    from read.train.checkpoint import load_trainable
+    from read.model.fingerprint import BaseMismatchError
+    from read.model.run_weights import load_trainable
     from read.utils.device import seed_everything
-    from read.utils.weights import CheckpointKeyError
 
     cfg = load_config(tmp_path / "a" / "run")  # the run's resolved config
     model, _ = build_read_model(cfg)  # unseeded: different random base weights
-    with pytest.raises(CheckpointKeyError, match="frozen \\(base\\) weights differ"):
+    with pytest.raises(BaseMismatchError, match="frozen base is not the one"):
         load_trainable(model, tmp_path / "a" / "run")
     seed_everything(cfg.train.seed)  # as train.py does before building
     model, _ = build_read_model(cfg)

@@ -9,7 +9,7 @@ from torch import Tensor
 from read.data.base import DataError, Sample
 from read.data.conversation import build_prompt, tokenize_conversation, wrap_image_tokens
 from read.data.transforms import preprocess_image
-from read.data.types import Batch
+from read.model.batch import Batch
 
 
 def collate(

@@ -14,6 +14,8 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Literal
 
+from read.model.prompts import ROLES, SEP, SEP2, SYSTEM_LLAVA_V1, SYSTEM_PROMPTS, SYSTEM_VICUNA_V1
+
 if TYPE_CHECKING:  # pragma: no cover
     from torch import Tensor
 
@@ -33,23 +35,8 @@ __all__ = [
 
 IGNORE_INDEX = -100
 
-SYSTEM_LLAVA_V1 = (
-    "A chat between a curious human and an artificial intelligence assistant. "
-    "The assistant gives helpful, detailed, and polite answers to the human's questions."
-)
-"""System prompt of ``conv_llava_v1`` (official training template)."""
-
-SYSTEM_VICUNA_V1 = (
-    "A chat between a curious user and an artificial intelligence assistant. "
-    "The assistant gives helpful, detailed, and polite answers to the user's questions."
-)
-"""System prompt of ``conv_vicuna_v1`` (what the official test/demo scripts end up using)."""
-
-ROLES = ("USER", "ASSISTANT")
-SEP = " "
-SEP2 = "</s>"
 Template = Literal["llava_v1", "vicuna_v1"]
-_SYSTEMS: dict[str, str] = {"llava_v1": SYSTEM_LLAVA_V1, "vicuna_v1": SYSTEM_VICUNA_V1}
+_SYSTEMS = SYSTEM_PROMPTS
 
 
 def system_prompt(template: Template = "llava_v1") -> str:
@@ -149,7 +136,7 @@ def tokenize_conversation(
         ValueError: the official length count disagrees with the real tokenisation (the message shows the
             prompt), e.g. a prompt without a complete ``" ASSISTANT: "`` round.
     """
-    import torch  # local: the prompt constants are imported by the tokenizer, which does not need torch
+    import torch  # local: keeps importing the prompt helpers light
 
     from read.model.tokenizer import IMAGE_PLACEHOLDER_ID
 

@@ -17,7 +17,6 @@ all records into ``results.json``. The SAM image embedding is computed once per 
 
 from __future__ import annotations
 
-import hashlib
 import json
 import time
 from pathlib import Path
@@ -50,24 +49,13 @@ def build_eval_dataset(cfg: ReadConfig, root: Path):
                                mode="generate" if generate else "teacher_forced")
 
 
-def file_digest(path: Path, chunk: int = 1 << 24) -> str:
-    """sha256 of a file, or of every weight file of a directory (sorted), as hex."""
-    h = hashlib.sha256()
-    files = [path] if path.is_file() else sorted(
-        p for p in path.rglob("*") if p.suffix in (".safetensors", ".bin", ".pt", ".pth") and p.is_file())
-    for f in files:
-        h.update(f.name.encode())
-        with f.open("rb") as fh:
-            while block := fh.read(chunk):
-                h.update(block)
-    return h.hexdigest()
-
-
 class Evaluator:
     """Runs one protocol on one dataset split and writes records and ``results.json`` to ``output_dir``."""
 
     def __init__(self, cfg: ReadConfig, model, tokenizer, dataset, *, output_dir: Path, device: torch.device,
-                 weights: Path | None = None) -> None:
+                 weights: Path | None = None, eval_key: str | None = None, status: str = "new") -> None:
+        """``eval_key``: digest of the evaluation's identity (``read.eval.identity``), recorded in results.json;
+        ``status``: ``new`` or ``resume`` (from ``prepare_output_dir``), for the message."""
         self.cfg = cfg
         self.e = cfg.eval
         self.model = model
@@ -76,6 +64,8 @@ class Evaluator:
         self.output_dir = Path(output_dir)
         self.device = device
         self.weights = weights
+        self.eval_key = eval_key
+        self.status = status
         self.dtype = next(model.llava.parameters()).dtype
         self.conv = self.e.conv_template or cfg.model.vlm.conv_template
         self.rank, self.world = dist.get_rank(), dist.get_world_size()
@@ -125,8 +115,7 @@ class Evaluator:
 
         lb = left_pad(batch, self.tokenizer.pad_id)
         gen = greedy_generate(self.model, lb, max_new_tokens=self.e.max_new_tokens, eos_id=self.tokenizer.eos_id,
-                              pad_id=self.tokenizer.pad_id, allowed_vocab=len(self.tokenizer),
-                              banned_ids=[self.tokenizer.image_token_id])
+                              pad_id=self.tokenizer.pad_id)
         row_masks = segment_generated(self.model, lb, gen)
         results: list[dict] = [{"masks": [], "texts": [], "has_seg": [], "points": None} for _ in samples]
         for r, masks in enumerate(row_masks):
@@ -173,8 +162,13 @@ class Evaluator:
         n = len(self.dataset) if self.e.limit is None else min(self.e.limit, len(self.dataset))
         done = self.load_records()
         todo = [i for i in range(n) if i % self.world == self.rank and i not in done]
-        if done:
-            log.info("resuming evaluation: %d of %d items already done", len(done), n)
+        if dist.is_main():
+            if self.status == "resume" and len(done) >= n:
+                log.info("evaluation in %s is complete (%d items): metrics from its records", self.output_dir, n)
+            elif self.status == "resume":
+                log.info("resuming the evaluation in %s: %d of %d items already done", self.output_dir, len(done), n)
+            else:
+                log.info("new evaluation in %s (%d items)", self.output_dir, n)
         bar = None
         if self.cfg.train.progress and dist.is_main():
             from tqdm.auto import tqdm
@@ -221,9 +215,10 @@ class Evaluator:
             "num_queries": sum(len(r["queries"]) for r in recs),
             "metrics": metrics,
             "model": self.cfg.model.name,
-            "checkpoint": {"path": str(self.weights) if self.weights else None,
-                           "sha256": file_digest(self.weights) if self.weights and self.weights.exists() else None},
-            "sasp": to_dict(self.cfg.model.sasp),
+            "checkpoint": {"path": str(self.weights) if self.weights else None},
+            "eval_key": self.eval_key,
+            "output_dir": str(self.output_dir),
+            "sasp": to_dict(self.cfg.model.sasp) if self.cfg.model.sasp.enabled else {"enabled": False},
             "templates": ("LISA fixed ReasonSeg templates, text[0]" if e.dataset == "reason_seg" else
                           f"seeded short templates (seed {e.template_seed}, per image id and sentence index)"),
             "conv_template": self.conv,

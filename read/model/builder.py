@@ -15,7 +15,7 @@ import torch
 from torch import nn
 
 from read.config import ModelConfig, ReadConfig, SamConfig
-from read.model.llava_backbone import build_llava, clip_image_size
+from read.model.llava_backbone import build_llava, clip_image_size, output_vocab_mask
 from read.model.projector import SegProjector
 from read.model.read_model import ReadModel
 from read.model.sam_head import SamMaskHead, build_sam_head
@@ -147,6 +147,7 @@ def build_read_model(cfg: ReadConfig | ModelConfig, *, loss_cfg=None) -> tuple[R
         loss_cfg=loss_cfg,
         point_prompter=build_point_prompter(cfg, clip_image_size(llava), sam.img_size),
         seg_query=cfg.vlm.seg_query,
+        output_vocab=output_vocab_mask(tokenizer, llava.get_output_embeddings().weight.shape[0]),
     )
     if cfg.lora.enabled:
         apply_lora(model, cfg)

@@ -23,9 +23,10 @@ token-for-token equality with a plain no-cache loop.
 
 Other choices:
 
-* Logits are restricted before the argmax: ids ``>= allowed_vocab`` (llava-hf pads its embedding matrix beyond
-  the tokenizer, e.g. 32064 rows) and ``banned_ids`` never win; the image token is always banned (feeding it back
-  would break the one-image-per-row invariant of the image-token gather).
+* Logits are restricted before the argmax to the official output vocabulary (``model.output_vocab``: never
+  llava-hf's padding rows 32005..32063, its ``<pad>`` or the image token, which the official model does not
+  have), and further by ``allowed_vocab`` / ``banned_ids`` when given; the image token is always banned (feeding it
+  back would break the one-image-per-row invariant of the image-token gather).
 * A row stops at EOS (kept in ``sequences``, excluded from ``new_tokens``); afterwards it emits ``pad_id`` with
   attention mask 0. Decoding stops when every row is done or after ``max_new_tokens`` tokens.
 * Every [SEG] of every row gets its own mask (the official code keeps only the first and crashes on a second,
@@ -42,8 +43,8 @@ from typing import TYPE_CHECKING
 import torch
 from torch import Tensor
 
-from read.data.types import Batch
 from read.model import llava_backbone as lb
+from read.model.batch import Batch
 from read.model.tokens import gather_image_states
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -130,8 +131,10 @@ def position_ids_from_mask(attention_mask: Tensor) -> Tensor:
 # --------------------------------------------------------------------------------------------------------------
 
 
-def _restrict(logits: Tensor, allowed_vocab: int | None, banned: Tensor) -> Tensor:
-    """``-inf`` on ids ``>= allowed_vocab`` and on ``banned`` ids."""
+def _restrict(logits: Tensor, allowed_vocab: int | None, banned: Tensor, output_vocab: Tensor | None) -> Tensor:
+    """``-inf`` outside ``output_vocab``, on ids ``>= allowed_vocab`` and on ``banned`` ids."""
+    if output_vocab is not None:
+        logits = logits.masked_fill(~output_vocab, float("-inf"))
     if allowed_vocab is not None and allowed_vocab < logits.shape[-1]:
         logits[..., allowed_vocab:] = float("-inf")
     if banned.numel():
@@ -159,7 +162,7 @@ def greedy_generate(
         max_new_tokens: the most tokens generated per row (EOS included).
         eos_id, pad_id: end-of-sequence id; id emitted by finished rows and used for the left padding.
         allowed_vocab: ids ``>= allowed_vocab`` are never chosen; ``None`` = ``len(tokenizer)`` when a tokenizer
-            is given, else no limit.
+            is given, else no limit. ``model.output_vocab`` applies in every case.
         banned_ids: ids never chosen (``model.image_token_id`` is always added).
         tokenizer: optional, to decode ``texts`` (``skip_special_tokens=True``, as the official test script).
 
@@ -179,6 +182,9 @@ def greedy_generate(
     embed = llava.get_input_embeddings()
     device = embed.weight.device
     seg_id = model.seg_token_id
+    output_vocab = getattr(model, "output_vocab", None)
+    if output_vocab is not None:
+        output_vocab = output_vocab.to(device)
 
     lp = left_pad(batch, pad_id).to(device)
     ids, am = lp.input_ids, lp.attention_mask.long()
@@ -194,8 +200,8 @@ def greedy_generate(
         inputs_embeds=embeds,
         attention_mask=am,
         position_ids=position_ids_from_mask(am),
-        past_key_values=cache,
         use_cache=True,
+        **lb.cache_kwargs(lm, cache),
     )
     prefill_hidden = out.last_hidden_state  # [R, T0, C]
     h = prefill_hidden[:, -1]  # state of the last prompt token (left padding: real for every row)
@@ -208,7 +214,7 @@ def greedy_generate(
     pending: list[tuple[int, int]] = []  # "on" mode: [SEG]s whose state comes from the next forward
     step = 0
     while step < max_new_tokens and not bool(finished.all()):
-        logits = _restrict(llava.lm_head(h).float(), allowed_vocab, banned)
+        logits = _restrict(llava.lm_head(h).float(), allowed_vocab, banned, output_vocab)
         tok = logits.argmax(-1)
         active = ~finished
         tok = torch.where(active, tok, torch.full_like(tok, pad_id))
@@ -230,8 +236,8 @@ def greedy_generate(
             inputs_embeds=embed(tok[:, None]),
             attention_mask=am,
             position_ids=next_pos[:, None],
-            past_key_values=cache,
             use_cache=True,
+            **lb.cache_kwargs(lm, cache),
         )
         h = out.last_hidden_state[:, -1]
         next_pos = next_pos + gen_mask[-1]

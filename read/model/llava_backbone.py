@@ -9,13 +9,21 @@ Differences from the official LLaVA fork, and how they are bridged:
   official code re-runs CLIP per row; identical values, fewer FLOPs). CLIP and the projector are frozen and run
   under ``no_grad`` as in the official ``CLIPVisionTower``.
 * The CE loss is computed only at supervised positions (same value as the official flattened token mean, without
-  materialising ``[R, T, V]`` logits unless asked for).
+  materialising ``[R, T, V]`` logits unless asked for), and only over the official output vocabulary
+  (:func:`output_vocab_mask`): llava-hf pads ``lm_head`` to 32064 rows and has ``<image>``/``<pad>`` entries that
+  the official model does not have (it has 32003 rows), so a softmax over all rows would change the loss and the
+  ``lm_head``/``embed_tokens`` gradients.
+* Token rows new to the checkpoint (``[SEG]``, ``<im_start>``, ``<im_end>`` on a llava-hf base) are initialised
+  as the official ``resize_token_embeddings`` (transformers 4.31) does: fresh N(0, initializer_range) rows in both
+  ``embed_tokens`` and ``lm_head`` (:func:`init_new_token_rows`). On a llava-hf base those ids fall inside its
+  padded 32064 rows, so without this they would silently start from llava-hf's padding values.
 
 Shape shorthand: R rows (conversations), T tokens, B images, N image tokens per image, C hidden, V vocabulary.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 import torch
@@ -124,10 +132,83 @@ def build_llava(cfg: VLMConfig, tokenizer: ReadTokenizer) -> LlavaForConditional
     model.model.config.image_token_id = image_id
     vocab = model.get_input_embeddings().weight.shape[0]
     if len(tokenizer) > vocab:
-        model.resize_token_embeddings(len(tokenizer), mean_resizing=cfg.mean_resizing)
+        model.resize_token_embeddings(len(tokenizer), mean_resizing=False)
+    if cfg.pretrained is not None:  # a random tiny model has no trained rows to keep apart
+        init_new_token_rows(model, tokenizer.new_token_ids, mean=cfg.mean_resizing)
     if cfg.gradient_checkpointing:
-        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        enable_activation_checkpointing(model)
     return model
+
+
+@torch.no_grad()
+def init_new_token_rows(llava: LlavaForConditionalGeneration, ids: Sequence[int], *, mean: bool = False) -> None:
+    """Initialise the ``embed_tokens`` and ``lm_head`` rows of tokens the checkpoint did not have.
+
+    Official (spec 1.2/1.3): ``resize_token_embeddings`` in transformers 4.31 builds new matrices with the model's
+    ``_init_weights`` (Normal(0, ``initializer_range`` = 0.02)) and copies the old rows, so the new rows of *both*
+    matrices are fresh normal draws (the global torch RNG: seed first). ``mean=True`` uses instead the mean of the
+    other rows (LLaVA's ``initialize_vision_tokenizer``; not what READ does).
+
+    Args:
+        ids: row indices to initialise (``ReadTokenizer.new_token_ids``); rows past the matrices are an error.
+    """
+    if not ids:
+        return
+    idx = torch.tensor(sorted(set(int(i) for i in ids)), dtype=torch.long)
+    std = float(getattr(llava.config.text_config, "initializer_range", 0.02))
+    for weight in (llava.get_input_embeddings().weight, llava.lm_head.weight):
+        if int(idx.max()) >= weight.shape[0]:
+            raise ValueError(f"new token id {int(idx.max())} is outside the {weight.shape[0]} vocabulary rows")
+        if mean:
+            keep = torch.ones(weight.shape[0], dtype=torch.bool)
+            keep[idx] = False
+            rows = weight[keep].float().mean(0, keepdim=True).expand(len(idx), -1)
+        else:
+            rows = torch.empty(len(idx), weight.shape[1], dtype=torch.float32).normal_(0.0, std)
+        weight[idx.to(weight.device)] = rows.to(weight.dtype).to(weight.device)
+
+
+def output_vocab_mask(tokenizer: ReadTokenizer, rows: int) -> Tensor:
+    """``[rows]`` bool: the official output vocabulary inside a ``rows``-row ``lm_head``.
+
+    True for every tokenizer id except ``tokenizer.non_output_ids`` (the image token, llava-hf's ``<pad>``); False
+    for rows past the tokenizer (llava-hf's padding rows 32005..32063). On a model started from an official
+    release this is exactly rows ``[0, 32003)``; on llava-hf it is the 32000 SentencePiece ids plus ``[SEG]``,
+    ``<im_start>``, ``<im_end>`` (the same 32003 entries as the official vocabulary, at other ids).
+    """
+    if len(tokenizer) > rows:
+        raise ValueError(f"the tokenizer has {len(tokenizer)} ids but lm_head only {rows} rows")
+    mask = torch.zeros(rows, dtype=torch.bool)
+    mask[: len(tokenizer)] = True
+    mask[list(tokenizer.non_output_ids)] = False
+    return mask
+
+
+def enable_activation_checkpointing(llava: LlavaForConditionalGeneration) -> None:
+    """Gradient (activation) checkpointing with the non-reentrant torch implementation, through whichever API the
+    installed transformers offers (``activation_checkpointing_enable`` from 5.23; ``gradient_checkpointing_enable``,
+    deprecated there, before)."""
+    kwargs = {"use_reentrant": False}
+    if hasattr(llava, "activation_checkpointing_enable"):
+        llava.activation_checkpointing_enable(activation_checkpointing_kwargs=kwargs)
+    else:  # transformers < 5.23
+        llava.gradient_checkpointing_enable(gradient_checkpointing_kwargs=kwargs)
+
+
+def cache_kwargs(module: torch.nn.Module, cache) -> dict:
+    """The keyword that passes a KV cache to a transformers decoder: ``cache=`` from transformers 5.24,
+    ``past_key_values=`` (deprecated there) before."""
+    import inspect
+
+    name = _CACHE_KW.get(type(module))
+    if name is None:
+        params = inspect.signature(module.forward).parameters
+        name = "cache" if "cache" in params else "past_key_values"
+        _CACHE_KW[type(module)] = name
+    return {name: cache}
+
+
+_CACHE_KW: dict[type, str] = {}
 
 
 def image_features(llava: LlavaForConditionalGeneration, pixel_values: Tensor) -> Tensor:
@@ -185,19 +266,44 @@ def language_model_forward(
     return out.last_hidden_state
 
 
-def causal_lm_loss(llava: LlavaForConditionalGeneration, hidden: Tensor, labels: Tensor) -> Tensor:
+def lm_logits(llava: LlavaForConditionalGeneration, hidden: Tensor, output_vocab: Tensor | None = None) -> Tensor:
+    """fp32 ``lm_head`` logits ``[..., V]``; ``-inf`` outside ``output_vocab`` (``[V]`` bool) when given."""
+    logits = llava.lm_head(hidden).float()
+    if output_vocab is not None:
+        logits = logits.masked_fill(~output_vocab.to(logits.device), float("-inf"))
+    return logits
+
+
+def causal_lm_loss(
+    llava: LlavaForConditionalGeneration, hidden: Tensor, labels: Tensor, output_vocab: Tensor | None = None
+) -> Tensor:
     """Shifted token cross-entropy, mean over every supervised token of every row (official CE).
 
     Logits are formed only where a target exists. With no supervised token the loss is ``0`` (transformers
-    would return NaN), still attached to the graph.
+    would return NaN), still attached to the graph. With ``output_vocab`` the softmax runs over those rows only
+    (the official vocabulary; see :func:`output_vocab_mask`): rows outside it get no probability and no gradient.
 
     Args:
-        hidden: ``[R, T, C]``; labels: ``[R, T]`` with ``-100`` = ignore.
+        hidden: ``[R, T, C]``; labels: ``[R, T]`` with ``-100`` = ignore; output_vocab: ``[V]`` bool or ``None``.
+
+    Raises:
+        ValueError: a supervised target outside ``output_vocab``.
     """
     shift_labels = labels[:, 1:]
     sel = shift_labels != IGNORE_INDEX
     if not bool(sel.any()):
         return hidden.float().sum() * 0.0
     h = hidden[:, :-1][sel]
-    logits = llava.lm_head(h).float()
-    return F.cross_entropy(logits, shift_labels[sel])
+    targets = shift_labels[sel]
+    if output_vocab is None:
+        return F.cross_entropy(llava.lm_head(h).float(), targets)
+    vocab = output_vocab.to(targets.device)
+    if not bool(vocab[targets].all()):
+        bad = sorted(set(targets[~vocab[targets]].tolist()))
+        raise ValueError(f"supervised token ids {bad[:5]} lie outside the output vocabulary")
+    n = int(vocab.sum())
+    weight = llava.lm_head.weight
+    if bool(vocab[:n].all()):  # a prefix (models started from an official release): slice, no masking needed
+        logits = F.linear(h, weight[:n]).float()
+        return F.cross_entropy(logits, targets)
+    return F.cross_entropy(lm_logits(llava, h, vocab), targets)

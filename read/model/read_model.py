@@ -27,8 +27,8 @@ import torch
 from torch import Tensor, nn
 
 from read.config import LossConfig
-from read.data.types import Batch
 from read.model import llava_backbone as lb
+from read.model.batch import Batch
 from read.model.losses import aggregate_mask_losses
 from read.model.outputs import LossOutput, ReadOutput, SegQueries
 from read.model.projector import SegProjector
@@ -55,6 +55,10 @@ class ReadModel(nn.Module):
         loss_cfg: loss weights and ignore-pixel handling.
         point_prompter: SasP (or any :class:`PointPrompter`); ``None`` = text-only prompting (LISA/SESAME).
         seg_query: ``before`` (official) or ``on``.
+        output_vocab: ``[V]`` bool, the official output vocabulary inside ``lm_head``
+            (:func:`read.model.llava_backbone.output_vocab_mask`); the language loss, the returned logits and greedy
+            decoding never give probability to other rows. ``None``: every row (only for models without padding
+            rows). Kept as a non-persistent buffer (it is derived from the tokenizer, never loaded).
     """
 
     def __init__(
@@ -68,6 +72,7 @@ class ReadModel(nn.Module):
         loss_cfg: LossConfig | None = None,
         point_prompter: PointPrompter | None = None,
         seg_query: str = "before",
+        output_vocab: Tensor | None = None,
     ) -> None:
         super().__init__()
         self.llava = llava
@@ -78,6 +83,7 @@ class ReadModel(nn.Module):
         self.loss_cfg = loss_cfg or LossConfig()
         self.point_prompter = point_prompter
         self.seg_query = seg_query
+        self.register_buffer("output_vocab", output_vocab, persistent=False)
 
     # ---------------------------------------------------------------------------------------------------------
     def hidden_states(self, batch: Batch) -> Tensor:
@@ -134,7 +140,7 @@ class ReadModel(nn.Module):
     def compute_loss(self, hidden: Tensor, labels: Tensor, pred_masks: list[Tensor], gt_masks: list[Tensor]) -> LossOutput:
         """Weighted CE + BCE + Dice (spec 3.4)."""
         cfg = self.loss_cfg
-        ce = lb.causal_lm_loss(self.llava, hidden, labels)
+        ce = lb.causal_lm_loss(self.llava, hidden, labels, self.output_vocab)
         bce, dice, n = aggregate_mask_losses(pred_masks, gt_masks, ignore_mode=cfg.ignore_mode)
         bce, dice = bce.to(ce.device), dice.to(ce.device)
         ce_w, bce_w, dice_w = cfg.ce_weight * ce, cfg.bce_weight * bce, cfg.dice_weight * dice
@@ -155,7 +161,7 @@ class ReadModel(nn.Module):
         loss = None
         if batch.labels is not None and batch.gt_masks is not None:
             loss = self.compute_loss(hidden, batch.labels, pred_masks, batch.gt_masks)
-        logits = self.llava.lm_head(hidden).float() if return_logits else None
+        logits = lb.lm_logits(self.llava, hidden, self.output_vocab) if return_logits else None
         return ReadOutput(loss=loss, pred_masks=pred_masks, queries=queries, points=points, logits=logits)
 
     # ---------------------------------------------------------------------------------------------------------

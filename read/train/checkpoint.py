@@ -1,16 +1,20 @@
-"""Checkpoints that a crash can never leave half-written.
+"""Checkpoints that a crash can never leave half-written, and that never unpickle code.
 
-Layout of ``<output_dir>/checkpoints/step_00000100/``:
+Layout of ``<output_dir>/checkpoints/step_00000100/`` (paths in ``read.utils.run_dir``):
 
-* ``trainable.safetensors``: every parameter with ``requires_grad`` (LoRA, embed_tokens, lm_head, mask decoder,
-  projection), by its name in ``ReadModel``;
-* ``engine/``: optimiser and scheduler state (``torch_engine.pt``, or DeepSpeed's own files);
-* ``rng/rank{r}.pt``: Python, NumPy, torch (and CUDA) RNG states of each rank;
+* ``trainable.safetensors`` + ``base.json``: every parameter with ``requires_grad`` and the exact digests of the
+  frozen base they belong to (``read.model.run_weights``);
+* ``engine/``: optimiser and scheduler state (``torch_engine.pt``, read back with ``weights_only=True``; or
+  DeepSpeed's own files, read through :func:`read.train.safe_load.safe_deepspeed_loader`);
+* ``rng/rank{r}.json`` + ``rng/rank{r}.safetensors``: Python, NumPy, torch (and CUDA) RNG states of each rank;
 * ``trainer_state.json``: step, epoch, data position, non-finite counters;
 * ``COMPLETE``: written last.
 
-Everything is written into ``step_XXXXXXXX.tmp`` and renamed when complete (rename is atomic on POSIX), so
-``latest_checkpoint`` only ever sees finished checkpoints; older ones beyond ``keep_last`` are then deleted.
+Nothing here is read with pickle: an attacker who can write into a run folder cannot make resuming execute code
+(official: ``torch.load(weights_only=False)`` everywhere). Everything is written into ``step_XXXXXXXX.tmp`` and
+renamed when complete (atomic on POSIX), so only finished checkpoints are ever seen; older ones beyond
+``keep_last`` are then deleted. ``train.keep_best`` keeps a copy of the best-on-validation checkpoint in
+``checkpoints/best`` (with ``best.json``: metric, value, step), never deleted by ``keep_last``.
 """
 
 from __future__ import annotations
@@ -24,33 +28,40 @@ import numpy as np
 import torch
 from torch import nn
 
+from read.model.fingerprint import BaseRecord
+from read.model.run_weights import load_trainable, save_trainable
 from read.utils import distributed as dist
-from read.utils.weights import CheckpointKeyError
+from read.utils.run_dir import (
+    BASE_FILE,
+    BEST,
+    COMPLETE,
+    TRAINABLE_FILE,
+    checkpoint_dir,
+    is_complete,
+    latest_checkpoint,
+    list_checkpoints,
+    step_name,
+)
 
-PREFIX = "step_"
+__all__ = [
+    "best_record",
+    "latest_checkpoint",
+    "list_checkpoints",
+    "load_checkpoint",
+    "load_rng_state",
+    "rng_state",
+    "save_best",
+    "save_checkpoint",
+    "save_rng_state",
+    "set_rng_state",
+]
+
+BEST_RECORD = "best.json"
 
 
-def checkpoint_dir(output_dir: Path) -> Path:
-    return Path(output_dir) / "checkpoints"
-
-
-def step_name(step: int) -> str:
-    return f"{PREFIX}{step:08d}"
-
-
-def list_checkpoints(output_dir: Path) -> list[Path]:
-    """Complete checkpoints, oldest first."""
-    root = checkpoint_dir(output_dir)
-    if not root.is_dir():
-        return []
-    done = [p for p in root.iterdir() if p.is_dir() and p.name.startswith(PREFIX) and not p.name.endswith(".tmp")
-            and (p / "COMPLETE").is_file()]
-    return sorted(done, key=lambda p: int(p.name[len(PREFIX):]))
-
-
-def latest_checkpoint(output_dir: Path) -> Path | None:
-    ckpts = list_checkpoints(output_dir)
-    return ckpts[-1] if ckpts else None
+# --------------------------------------------------------------------------------------------------------------
+# RNG state as JSON + safetensors
+# --------------------------------------------------------------------------------------------------------------
 
 
 def rng_state() -> dict:
@@ -68,42 +79,61 @@ def set_rng_state(state: dict) -> None:
         torch.cuda.set_rng_state_all(state["cuda"])
 
 
-def trainable_state_dict(model: nn.Module) -> dict[str, torch.Tensor]:
-    return {n: p.detach().to("cpu").contiguous().clone() for n, p in model.named_parameters() if p.requires_grad}
+def save_rng_state(directory: Path, rank: int) -> None:
+    """This process's RNG states as ``rank{r}.json`` (Python, NumPy) and ``rank{r}.safetensors`` (torch, CUDA)."""
+    from safetensors.torch import save_file
+
+    state = rng_state()
+    version, words, gauss = state["python"]
+    kind, keys, pos, has_gauss, cached = state["numpy"]
+    meta = {
+        "python": {"version": version, "state": list(words), "gauss": gauss},
+        "numpy": {"kind": kind, "keys": [int(k) for k in keys], "pos": int(pos), "has_gauss": int(has_gauss),
+                  "cached_gaussian": float(cached)},
+        "cuda_devices": len(state.get("cuda", [])),
+    }
+    tensors = {"torch": state["torch"].contiguous()}
+    for i, s in enumerate(state.get("cuda", [])):
+        tensors[f"cuda.{i}"] = s.contiguous()
+    (directory / f"rank{rank}.json").write_text(json.dumps(meta))
+    save_file(tensors, str(directory / f"rank{rank}.safetensors"))
 
 
-@torch.no_grad()
-def base_fingerprint(model: nn.Module) -> dict[str, list[float]]:
-    """Mean and standard deviation of every frozen tensor: cheap evidence of *which* base weights a checkpoint's
-    trainable weights belong to (random-init bases must be rebuilt with the same seed; real bases from the same
-    files)."""
-    out = {}
-    for n, p in model.named_parameters():
-        if not p.requires_grad and p.numel() > 1:
-            x = p.detach().float()
-            out[n] = [float(x.mean()), float(x.std())]
-    return out
+def load_rng_state(directory: Path, rank: int) -> dict:
+    """The state written by :func:`save_rng_state` (a malformed file is a ``ValueError`` naming it)."""
+    from safetensors.torch import load_file
+
+    meta_path, tensor_path = directory / f"rank{rank}.json", directory / f"rank{rank}.safetensors"
+    try:
+        meta = json.loads(meta_path.read_text())
+        tensors = load_file(str(tensor_path))
+        py, npy = meta["python"], meta["numpy"]
+        state = {
+            "python": (int(py["version"]), tuple(int(w) for w in py["state"]), py["gauss"]),
+            "numpy": (str(npy["kind"]), np.asarray(npy["keys"], dtype=np.uint32), int(npy["pos"]),
+                      int(npy["has_gauss"]), float(npy["cached_gaussian"])),
+            "torch": tensors["torch"],
+        }
+        n_cuda = int(meta.get("cuda_devices", 0))
+        if n_cuda:
+            state["cuda"] = [tensors[f"cuda.{i}"] for i in range(n_cuda)]
+    except (OSError, ValueError, KeyError, TypeError, json.JSONDecodeError) as e:
+        raise ValueError(f"{meta_path}: unreadable RNG state ({type(e).__name__}: {e})") from e
+    return state
 
 
-def check_base_fingerprint(model: nn.Module, saved: dict[str, list[float]], source: str) -> None:
-    """Raise when the model's frozen weights are not those the checkpoint was trained on (tolerant to dtype)."""
-    ours = base_fingerprint(model)
-    bad = [n for n, (m, s) in saved.items()
-           if n in ours and (abs(ours[n][0] - m) > 1e-3 + 1e-2 * abs(m) or abs(ours[n][1] - s) > 1e-3 + 1e-2 * abs(s))]
-    missing = sorted(set(saved) - set(ours))
-    if bad or missing:
-        raise CheckpointKeyError(
-            f"{source}: the model's frozen (base) weights differ from those this checkpoint was trained on "
-            f"({len(bad)} tensors differ, e.g. {bad[:3]}; {len(missing)} missing). Build the model from the run's "
-            "config.yaml (same seed for random-init bases, same pretrained files otherwise)."
-        )
+# --------------------------------------------------------------------------------------------------------------
+# Checkpoints
+# --------------------------------------------------------------------------------------------------------------
 
 
 def save_checkpoint(output_dir: Path, step: int, model: nn.Module, engine, trainer_state: dict,
-                    *, keep_last: int = 2) -> Path:
-    """Write checkpoint ``step`` (all ranks call this; rank 0 writes the shared files and renames)."""
-    from safetensors.torch import save_file
+                    *, base: BaseRecord, keep_last: int = 2) -> Path:
+    """Write checkpoint ``step`` (all ranks call this; rank 0 writes the shared files and renames).
 
+    Args:
+        base: the model's base record (``read.model.rebuild.BuiltModel.base``), written as ``base.json``.
+    """
     root = checkpoint_dir(output_dir)
     final = root / step_name(step)
     tmp = root / (step_name(step) + ".tmp")
@@ -113,15 +143,14 @@ def save_checkpoint(output_dir: Path, step: int, model: nn.Module, engine, train
             shutil.rmtree(tmp)  # left by a crash during an earlier save
         (tmp / "rng").mkdir(parents=True)
     dist.barrier()
-    torch.save(rng_state(), tmp / "rng" / f"rank{rank}.pt")
+    save_rng_state(tmp / "rng", rank)
     engine.save(tmp / "engine")
     if dist.is_main():
-        save_file(trainable_state_dict(model), str(tmp / "trainable.safetensors"))
+        save_trainable(tmp, model, base)
         (tmp / "trainer_state.json").write_text(json.dumps(trainer_state, indent=1))
-        (tmp / "base_fingerprint.json").write_text(json.dumps(base_fingerprint(model)))
     dist.barrier()
     if dist.is_main():
-        (tmp / "COMPLETE").write_text(str(step))
+        (tmp / COMPLETE).write_text(str(step))
         if final.exists():
             shutil.rmtree(final)
         tmp.rename(final)
@@ -131,52 +160,52 @@ def save_checkpoint(output_dir: Path, step: int, model: nn.Module, engine, train
     return final
 
 
-def load_trainable(model: nn.Module, path: Path, *, check_base: bool = True) -> Path:
-    """Strictly load ``trainable.safetensors`` into the trainable parameters of ``model``.
-
-    ``path`` may be the file, a checkpoint directory, or a run directory (its latest complete checkpoint).
-    With ``check_base``, the frozen weights are compared with the checkpoint's ``base_fingerprint.json``.
-    Returns the file that was loaded.
-    """
-    from safetensors.torch import load_file
-
-    file = Path(path)
-    if file.is_dir() and not (file / "trainable.safetensors").is_file():
-        latest = latest_checkpoint(file.parent if file.name == "checkpoints" else file)
-        if latest is None:
-            raise FileNotFoundError(f"{file}: neither a checkpoint nor a run directory with complete checkpoints")
-        file = latest
-    if file.is_dir():
-        file = file / "trainable.safetensors"
-    if not file.is_file():
-        raise FileNotFoundError(f"{file}: trainable weights not found")
-    sd = load_file(str(file))
-    params = {n: p for n, p in model.named_parameters() if p.requires_grad}
-    missing = sorted(set(params) - set(sd))
-    unexpected = sorted(set(sd) - set(params))
-    shapes = sorted(n for n in set(sd) & set(params) if tuple(sd[n].shape) != tuple(params[n].shape))
-    if missing or unexpected or shapes:
-        raise CheckpointKeyError(
-            f"{file}: trainable weights do not match the model: missing {missing[:5]} ({len(missing)}), "
-            f"unexpected {unexpected[:5]} ({len(unexpected)}), shape mismatches {shapes[:5]}"
-        )
-    fp = file.parent / "base_fingerprint.json"
-    if check_base and fp.is_file():
-        check_base_fingerprint(model, json.loads(fp.read_text()), str(file.parent))
-    with torch.no_grad():
-        for n, p in params.items():
-            p.copy_(sd[n].to(p.dtype))
-    return file
-
-
-def load_checkpoint(path: Path, model: nn.Module, engine) -> dict:
-    """Restore engine state, trainable weights and this rank's RNG; return the trainer state."""
+def load_checkpoint(path: Path, model: nn.Module, engine, *, base: BaseRecord | None = None) -> dict:
+    """Restore engine state, trainable weights (base checked exactly) and this rank's RNG; return the trainer
+    state."""
     path = Path(path)
-    if not (path / "COMPLETE").is_file():
+    if not is_complete(path):
         raise FileNotFoundError(f"{path}: not a complete checkpoint")
     engine.load(path / "engine")
-    load_trainable(model, path)
-    rng_file = path / "rng" / f"rank{dist.get_rank()}.pt"
-    if rng_file.is_file():
-        set_rng_state(torch.load(rng_file, map_location="cpu", weights_only=False))
-    return json.loads((path / "trainer_state.json").read_text())
+    load_trainable(model, path, ours=base)
+    rng_dir = path / "rng"
+    if (rng_dir / f"rank{dist.get_rank()}.json").is_file():
+        set_rng_state(load_rng_state(rng_dir, dist.get_rank()))
+    try:
+        return json.loads((path / "trainer_state.json").read_text())
+    except (OSError, json.JSONDecodeError) as e:
+        raise ValueError(f"{path / 'trainer_state.json'}: unreadable ({type(e).__name__}: {e})") from e
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Best on validation
+# --------------------------------------------------------------------------------------------------------------
+
+
+def best_record(output_dir: Path) -> dict | None:
+    """``{"metric", "value", "step", "checkpoint"}`` of the kept best checkpoint, or ``None``."""
+    path = checkpoint_dir(output_dir) / BEST
+    if not is_complete(path) or not (path / BEST_RECORD).is_file():
+        return None
+    return json.loads((path / BEST_RECORD).read_text())
+
+
+def save_best(output_dir: Path, source: Path, record: dict) -> Path:
+    """Copy the weights of the complete checkpoint ``source`` (trainable tensors, base record, trainer state; not
+    the optimiser or RNG state: the best checkpoint is for evaluation and merging, resuming uses the latest) to
+    ``checkpoints/best``, atomically replacing the previous best, with ``best.json`` = ``record``. Rank 0 only."""
+    root = checkpoint_dir(output_dir)
+    final, tmp, old = root / BEST, root / (BEST + ".tmp"), root / (BEST + ".old")
+    for p in (tmp, old):
+        if p.exists():
+            shutil.rmtree(p)
+    tmp.mkdir(parents=True)
+    for name in (TRAINABLE_FILE, BASE_FILE, "trainer_state.json", COMPLETE):
+        shutil.copy2(source / name, tmp / name)
+    (tmp / BEST_RECORD).write_text(json.dumps(record, indent=1))
+    if final.exists():
+        final.rename(old)
+    tmp.rename(final)
+    if old.exists():
+        shutil.rmtree(old)
+    return final

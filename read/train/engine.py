@@ -92,7 +92,9 @@ class TorchEngine:
         )
 
     def load(self, directory: Path) -> None:
-        state = torch.load(directory / "torch_engine.pt", map_location="cpu", weights_only=False)
+        from read.train.safe_load import safe_torch_load
+
+        state = safe_torch_load(directory / "torch_engine.pt", map_location="cpu")
         self.optimizer.load_state_dict(state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])
         self.micro_steps = int(state["micro_steps"])
@@ -129,6 +131,9 @@ class DeepSpeedEngine:
             model=model, model_parameters=trainable_parameters(model), config=self.ds_config
         )
         self.module = self.engine.module
+        from read.train.safe_load import install_safe_deepspeed_loader
+
+        install_safe_deepspeed_loader(self.engine)
 
     @property
     def global_steps(self) -> int:

@@ -18,6 +18,7 @@ from torch.utils.data import DataLoader
 
 from read.config import ReadConfig, to_dict
 from read.data.collate import collate
+from read.model.fingerprint import BaseRecord
 from read.train import checkpoint as ckpt
 from read.utils import distributed as dist
 from read.utils.logging import MetricLogger, get_logger
@@ -69,8 +70,11 @@ class Trainer:
     """Runs ``fit()``; engine-agnostic (see ``read.train.engine``)."""
 
     def __init__(self, cfg: ReadConfig, engine, dataset, collator: TrainCollator, *, output_dir: Path,
-                 device: torch.device) -> None:
+                 device: torch.device, base: BaseRecord) -> None:
+        """``base``: the model's base record (``read.model.rebuild.BuiltModel.base``), saved with every checkpoint
+        and checked when resuming."""
         self.cfg = cfg
+        self.base = base
         self.engine = engine
         self.model: nn.Module = engine.module
         self.dataset = dataset
@@ -109,7 +113,7 @@ class Trainer:
         path = ckpt.latest_checkpoint(self.output_dir) if self.cfg.train.auto_resume else None
         if path is None:
             return False
-        state = ckpt.load_checkpoint(path, self.model, self.engine)
+        state = ckpt.load_checkpoint(path, self.model, self.engine, base=self.base)
         self.state = TrainState(**state["trainer"])
         self.logger.truncate_after(self.state.global_step)
         log.info("resumed from %s (step %d, epoch %d, micro-batch %d)", path, self.state.global_step,
@@ -119,16 +123,19 @@ class Trainer:
     def save(self) -> Path:
         trainer_state = {"trainer": asdict(self.state), "total_steps": self.total_steps}
         path = ckpt.save_checkpoint(self.output_dir, self.state.global_step, self.model, self.engine,
-                                    trainer_state, keep_last=self.cfg.train.keep_last)
+                                    trainer_state, base=self.base, keep_last=self.cfg.train.keep_last)
         if dist.is_main():
             log.info("saved %s", path)
         return path
 
-    def curve_point(self) -> dict:
-        """Evaluate on the first ``train.eval_limit`` items of ``eval.*`` and log val gIoU/cIoU (learning curve)."""
+    def curve_point(self, checkpoint: Path | None) -> dict:
+        """Evaluate on ``eval.*`` (first ``train.eval_limit`` items; all with ``null``), log val gIoU/cIoU, and with
+        ``train.keep_best`` copy ``checkpoint`` (this step's) to ``checkpoints/best`` when it beats the best so far
+        (official ``train_read.py``: validate every epoch, keep the best cIoU)."""
         import copy
 
         from read.eval.run import run_evaluation
+        from read.model.fingerprint import model_digest
 
         st = self.state
         cfg = copy.deepcopy(self.cfg)
@@ -136,13 +143,29 @@ class Trainer:
         cfg.eval.limit = self.cfg.train.eval_limit
         cfg.eval.overlays = 0
         cfg.train.progress = False
-        result = run_evaluation(cfg, self.model.eval(), self.collator.tokenizer, device=self.device)
+        digest = model_digest(self.model, self.base)
+        result = run_evaluation(cfg, self.model.eval(), self.collator.tokenizer, device=self.device,
+                                weights=checkpoint, weights_digest=digest, overwrite=True)
         self.model.train()
         row = {"step": st.global_step, "time": st.train_seconds}
         if dist.is_main():
             overall = result["metrics"]["overall"]
             row.update(val_giou=overall["giou"], val_ciou=overall["ciou"])
+            metric = self.cfg.train.keep_best
+            if metric is not None and checkpoint is not None:
+                best = ckpt.best_record(self.output_dir)
+                value = float(overall[metric])
+                if best is None or value > float(best["value"]):
+                    ckpt.save_best(self.output_dir, checkpoint, {
+                        "metric": metric, "value": value, "step": st.global_step, "checkpoint": checkpoint.name,
+                        "eval": {"dataset": cfg.eval.dataset, "split": cfg.eval.split, "limit": cfg.eval.limit,
+                                 "protocol": cfg.eval.protocol},
+                    })
+                    log.info("new best %s %.4f at step %d (previous: %s)", metric, value, st.global_step,
+                             "none" if best is None else f"{float(best['value']):.4f} at step {best['step']}")
+                    row["best"] = 1
             self.logger.log(row)
+        dist.barrier()
         return row
 
     def zero_loss(self) -> torch.Tensor:
@@ -218,11 +241,15 @@ class Trainer:
                 if out_of_time:
                     log.info("training budget of %.1f minutes reached at step %d", t.max_minutes, st.global_step)
                     self.stop_step = st.global_step
-                if st.global_step % t.save_every == 0 or st.global_step >= self.stop_step:
-                    self.save()
+                evaluate_now = bool(t.eval_every) and (
+                    st.global_step % t.eval_every == 0 or st.global_step >= self.stop_step)
+                saved_path = None
+                if (st.global_step % t.save_every == 0 or st.global_step >= self.stop_step
+                        or (evaluate_now and t.keep_best is not None)):
+                    saved_path = self.save()  # keep_best needs this step's weights on disk
                     last_saved = st.global_step
-                if t.eval_every and (st.global_step % t.eval_every == 0 or st.global_step >= self.stop_step):
-                    self.curve_point()
+                if evaluate_now:
+                    self.curve_point(saved_path)
                     step_start = time.time()  # evaluation time is not training time
                 if st.global_step >= self.stop_step:
                     break

@@ -1,5 +1,8 @@
 """Batch record shared by the data pipeline, the model and the trainer.
 
+It lives in the model layer because the model consumes it and must never import ``read.data``; the data pipeline
+(``read.data.collate``) builds it.
+
 Shape shorthand: R conversation rows, T tokens, B images, S_c CLIP side, S SAM side, n_b masks of image b.
 """
 
