@@ -18,7 +18,6 @@ from read.model.sasp import (
     SASP_PRESETS,
     PointPrompts,
     SimilarityAsPoints,
-    _dense_window,
     aspect_padding,
     dense_similarity_map,
     padded_selection_grid,
@@ -27,6 +26,7 @@ from read.model.sasp import (
     similarity_map,
     to_sam_frame,
 )
+from read.model.sasp_dtoc import _dense_window
 
 S = 24  # token grid side of the real model (576 tokens)
 

@@ -18,10 +18,10 @@ from read.config import ModelConfig, ReadConfig, SamConfig
 from read.model.llava_backbone import build_llava, clip_image_size, output_vocab_mask
 from read.model.projector import SegProjector
 from read.model.read_model import ReadModel
-from read.model.sam_head import SamMaskHead, build_sam_head
+from read.model.sam_head import SamMaskHead, build_sam_head, infer_sam_head_sizes
 from read.model.tokenizer import ReadTokenizer
 from read.utils.device import resolve_dtype
-from read.utils.weights import load_state_dict_strict, load_torch_file
+from read.utils.weights import CheckpointKeyError, load_state_dict_strict, load_torch_file
 
 LANGUAGE_MODEL_PREFIX = "llava.model.language_model."
 
@@ -43,7 +43,14 @@ def build_tokenizer(cfg: ModelConfig) -> ReadTokenizer:
 
 
 def build_sam(cfg: SamConfig) -> SamMaskHead:
-    """SAM head; loads ``cfg.checkpoint`` strictly (upstream key names) when given."""
+    """SAM head; loads ``cfg.checkpoint`` strictly (upstream key names) when given.
+
+    Raises:
+        CheckpointKeyError: the checkpoint does not fit; the message names the keys and, when other
+            ``model.sam.*`` sizes would load it, those values.
+    """
+    heads = dict(iou_head_hidden_dim=cfg.iou_head_hidden_dim, iou_head_depth=cfg.iou_head_depth,
+                 num_multimask_outputs=cfg.num_multimask_outputs, global_attn_indexes=cfg.global_attn_indexes)
     if cfg.variant == "tiny":
         t = cfg.tiny
         assert t is not None
@@ -58,12 +65,29 @@ def build_sam(cfg: SamConfig) -> SamMaskHead:
             prompt_dim=t.prompt_dim,
             decoder_mlp_dim=t.decoder_mlp_dim,
             encoder_batch_size=cfg.encoder_batch_size,
+            **heads,
         )
     else:
-        sam = build_sam_head(cfg.variant, encoder_batch_size=cfg.encoder_batch_size)
+        sam = build_sam_head(cfg.variant, encoder_batch_size=cfg.encoder_batch_size, **heads)
     if cfg.checkpoint is not None:
-        load_state_dict_strict(sam, load_torch_file(cfg.checkpoint), cfg.checkpoint)
+        sd = load_torch_file(cfg.checkpoint)
+        try:
+            load_state_dict_strict(sam, sd, cfg.checkpoint)
+        except CheckpointKeyError as e:
+            implied = infer_sam_head_sizes(sd)
+            differ = {k: v for k, v in implied.items() if v != _configured(cfg, sam, k)}
+            if differ:
+                hint = " ".join(f"model.sam.{k}={v}".replace(" ", "") for k, v in differ.items())
+                raise CheckpointKeyError(f"{e}; this checkpoint loads with {hint}") from None
+            raise
     return sam
+
+
+def _configured(cfg: SamConfig, sam: SamMaskHead, key: str) -> object:
+    """The value of SAM size ``key`` the built head actually has."""
+    if key == "global_attn_indexes":
+        return [i for i, blk in enumerate(sam.image_encoder.blocks) if blk.window_size == 0]
+    return getattr(cfg, key)
 
 
 def lora_target_regex(target_modules: list[str]) -> str:

@@ -194,21 +194,30 @@ def build_sam_head(
     prompt_dim: int = 256,
     decoder_mlp_dim: int = 2048,
     encoder_batch_size: int = 4,
+    iou_head_hidden_dim: int = 256,
+    iou_head_depth: int = 3,
+    num_multimask_outputs: int = 3,
 ) -> SamMaskHead:
     """Build a randomly initialised SAM head with the upstream classes.
 
-    ``variant`` in ``vit_h | vit_l | vit_b`` gives the released architectures (SAM at 1024 px; the other size
-    arguments are ignored); ``tiny`` uses the given sizes (tests, quickstart).
+    ``variant`` in ``vit_h | vit_l | vit_b`` gives the released encoder architectures (SAM at 1024 px; the encoder
+    size arguments are ignored, except ``global_attn_indexes`` when given); ``tiny`` uses the given sizes (tests,
+    quickstart). The decoder's IoU head and number of mask tokens are configurable for every variant, so a SAM
+    checkpoint with other head sizes loads strictly (``model.sam.*``).
     """
     ImageEncoderViT, PromptEncoder, MaskDecoder, TwoWayTransformer = _sam_modules()
     if variant in SAM_VARIANTS:
-        encoder_dim, encoder_depth, encoder_heads, global_attn_indexes = SAM_VARIANTS[variant]
+        encoder_dim, encoder_depth, encoder_heads, default_global = SAM_VARIANTS[variant]
+        global_attn_indexes = default_global if global_attn_indexes is None else global_attn_indexes
         img_size, patch_size, window_size, prompt_dim, decoder_mlp_dim = 1024, 16, 14, 256, 2048
     elif variant != "tiny":
         raise ValueError(f"unknown SAM variant {variant!r} (expected vit_h, vit_l, vit_b or tiny)")
     assert encoder_dim and encoder_depth and encoder_heads
     if global_attn_indexes is None:
         global_attn_indexes = [encoder_depth - 1]
+    bad = [i for i in global_attn_indexes if not 0 <= i < encoder_depth]
+    if bad:
+        raise ValueError(f"global_attn_indexes {bad} are outside the encoder's {encoder_depth} blocks")
     side = img_size // patch_size
     image_encoder = ImageEncoderViT(
         depth=encoder_depth,
@@ -231,11 +240,11 @@ def build_sam_head(
         mask_in_chans=16,
     )
     mask_decoder = MaskDecoder(
-        num_multimask_outputs=3,
+        num_multimask_outputs=num_multimask_outputs,
         transformer=TwoWayTransformer(depth=2, embedding_dim=prompt_dim, mlp_dim=decoder_mlp_dim, num_heads=8),
         transformer_dim=prompt_dim,
-        iou_head_depth=3,
-        iou_head_hidden_dim=256,
+        iou_head_depth=iou_head_depth,
+        iou_head_hidden_dim=iou_head_hidden_dim,
     )
     return SamMaskHead(
         image_encoder=image_encoder,
@@ -243,3 +252,23 @@ def build_sam_head(
         mask_decoder=mask_decoder,
         encoder_batch_size=encoder_batch_size,
     )
+
+
+def infer_sam_head_sizes(state_dict: dict[str, Tensor]) -> dict[str, object]:
+    """The configurable SAM sizes a state dict (upstream key names) implies: ``global_attn_indexes`` (blocks whose
+    relative-position table spans the whole 64x64 grid), ``iou_head_hidden_dim``, ``iou_head_depth`` and
+    ``num_multimask_outputs``. Used to tell the user which ``model.sam.*`` values load a given checkpoint."""
+    out: dict[str, object] = {}
+    rel = {int(k.split(".")[2]): v.shape[0] for k, v in state_dict.items()
+           if k.startswith("image_encoder.blocks.") and k.endswith(".attn.rel_pos_h")}
+    if rel:
+        longest = max(rel.values())
+        out["global_attn_indexes"] = sorted(i for i, n in rel.items() if n == longest)
+    iou = sorted(k for k in state_dict if k.startswith("mask_decoder.iou_prediction_head.layers.")
+                 and k.endswith(".weight"))
+    if iou:
+        out["iou_head_hidden_dim"] = int(state_dict[iou[0]].shape[0])
+        out["iou_head_depth"] = len(iou)
+    if "mask_decoder.mask_tokens.weight" in state_dict:
+        out["num_multimask_outputs"] = int(state_dict["mask_decoder.mask_tokens.weight"].shape[0]) - 1
+    return out
