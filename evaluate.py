@@ -51,10 +51,12 @@ def main(argv: list[str] | None = None) -> dict:
     cfg = load_config(Path(args.run) / "config.yaml" if args.run else args.config, args.overrides)
     weights = cfg.eval.weights or args.run
 
+    from read.data.catalog import check_eval_split
     from read.eval.run import check_eval_data
     from read.model.rebuild import check_paths, rebuild
 
     check_paths(cfg, weights, weights_key="eval.weights" if cfg.eval.weights else "--run")
+    check_eval_split(cfg)  # the split's files exist (cheap); check_eval_data below parses it
     if int(os.environ.get("WORLD_SIZE", 1)) > 1 and not dist.is_initialized():
         torch.distributed.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
     check_eval_data(cfg)  # the split exists and parses, before the model is built

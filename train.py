@@ -71,13 +71,18 @@ def main(argv: list[str] | None = None) -> dict:
         overrides.append(f"train.auto_resume={str(args.auto_resume).lower()}")
     cfg = load_config(args.config, overrides)
 
-    from read.data.catalog import build_train_mixture
+    from read.data.catalog import build_train_mixture, check_eval_split, check_train_sources
     from read.model.builder import count_parameters
     from read.model.rebuild import build_for_training, check_paths
     from read.train.engine import build_engine
     from read.train.trainer import TrainCollator, Trainer
 
-    check_paths(cfg)  # before anything slow: every path the config names exists
+    # Before anything slow: every path the config names exists, every training source (and the validation split)
+    # is laid out as its loader needs; all missing paths are named in one message.
+    check_paths(cfg)
+    check_train_sources(cfg)
+    if cfg.eval.after_train or cfg.train.eval_every:
+        check_eval_split(cfg)
     rank, world, device = setup_distributed(cfg)
     # Every training source (and the validation split) is opened before the model is built, so a missing or
     # malformed dataset stops the run in seconds, not after loading 7B weights.

@@ -1,5 +1,6 @@
 """Check a data root before training: for every dataset the config names, report found/missing splits, item
-counts, unreadable images and malformed annotations (file and reason); optionally write mask overlays.
+counts, and every unreadable or damaged image and malformed annotation (one line each: file and reason; the walk
+never stops at a bad file); optionally write mask overlays.
 
     python scripts/check_data.py --root $READ_DATA_ROOT [--config configs/train/read_7b_reasonseg.yaml]
                                  [--limit 200] [--overlays 4 --overlay-dir runs/overlays] [--json report.json]
@@ -65,23 +66,44 @@ def overlay(image: np.ndarray, masks: np.ndarray | None) -> np.ndarray:
     return out.clip(0, 255).astype(np.uint8)
 
 
+def one_line(text: str) -> str:
+    """A problem as one report line (messages never span lines in the report)."""
+    return " ".join(str(text).split())
+
+
+def describe(e: BaseException, where: str) -> str:
+    """A DataError already starts with its file; anything else gets the dataset/item it came from."""
+    if isinstance(e, DataError):
+        return one_line(str(e))
+    return one_line(f"{where}: {type(e).__name__}: {e}")
+
+
 def check(name: str, make: Callable[[], object], *, limit: int | None, overlays: int, overlay_dir: Path | None,
           detail: Callable[[object], str] | None = None) -> Report:
+    """Build one dataset and load every item (or the first ``limit``); a bad item is recorded and the walk goes
+    on, so every bad file is reported, not only the first."""
     rep = Report(name)
     try:
         ds = make()
     except (DataError, FileNotFoundError) as e:
-        rep.status, rep.detail = "missing", str(e)
+        rep.status, rep.detail = "missing", one_line(str(e))
+        return rep
+    except Exception as e:  # a loader bug must not hide the other datasets' reports
+        rep.status, rep.detail = "bad", describe(e, name)
         return rep
     rep.count = len(ds)
-    rep.detail = detail(ds) if detail else ""
+    if detail is not None:
+        try:
+            rep.detail = detail(ds)
+        except Exception as e:  # the bad file is reported again by its item below
+            rep.detail = f"(detail unavailable: {describe(e, name)})"
     n = rep.count if limit is None else min(rep.count, limit)
     for i in range(n):
         try:
             s = ds[i]
             s_masks = s.masks if s.masks is not None else s.meta.get("gt_masks")
-        except DataError as e:
-            rep.problems.append(str(e))
+        except Exception as e:  # report and keep counting
+            rep.problems.append(describe(e, f"{name} item {i}"))
             continue
         rep.checked += 1
         if overlay_dir is not None and i < overlays:
@@ -144,13 +166,11 @@ def main(argv: list[str] | None = None) -> int:
     width = max(len(r.name) for r in reports)
     for r in reports:
         print(f"{r.name:<{width}}  {r.status:<7}  items {r.count:>6}  checked {r.checked:>6}  {r.detail}")
-        for p in r.problems[:20]:
+        for p in r.problems:
             print(f"    BAD  {p}")
-        if len(r.problems) > 20:
-            print(f"    ... {len(r.problems) - 20} more")
     bad = [r for r in reports if r.status != "ok"]
     print(f"\n{len(reports) - len(bad)} ok, {sum(r.status == 'missing' for r in bad)} missing, "
-          f"{sum(r.status == 'bad' for r in bad)} with bad items")
+          f"{sum(r.status == 'bad' for r in bad)} with bad items ({sum(len(r.problems) for r in reports)} bad items)")
     if args.json:
         Path(args.json).write_text(json.dumps([r.__dict__ for r in reports], indent=1))
     return 1 if bad else 0

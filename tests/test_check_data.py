@@ -50,3 +50,57 @@ def test_bad_and_missing_are_reported(generated, tmp_path, capsys):
     out = capsys.readouterr().out
     assert f"BAD  {victim}" in out and "corrupt" in out
     assert "sem_seg/mapillary" in out and "missing" in out
+
+
+def _garbage_in_scan(path) -> None:
+    data = path.read_bytes()
+    mid = (data.index(b"\xff\xda") + len(data)) // 2
+    path.write_bytes(data[:mid] + bytes(range(1, 41)) + data[mid:])
+
+
+def test_every_bad_file_is_reported_and_counting_goes_on(generated, tmp_path, capsys):
+    src, counts = generated
+    root = tmp_path / "copy"
+    shutil.copytree(src, root)
+    rs = root / "reason_seg" / "ReasonSeg"
+    val = sorted((rs / "val").glob("*.jpg"))
+    truncated, garbled = val[0], val[1]
+    truncated.write_bytes(truncated.read_bytes()[:-300])  # truncated JPEG
+    _garbage_in_scan(garbled)  # decodes, but libjpeg reports corrupt data
+    bad_json = sorted((rs / "test").glob("*.json"))[0]
+    bad_json.write_text('{"shapes": [', encoding="utf-8")  # malformed JSON
+    no_points = sorted((rs / "train").glob("*.json"))[0]
+    anno = json.loads(no_points.read_text(encoding="utf-8"))
+    anno["shapes"][0]["points"] = []
+    no_points.write_text(json.dumps(anno), encoding="utf-8")
+    ade_label = sorted((root / "ade20k" / "annotations" / "training").glob("*.png"))[0]
+    ade_label.write_bytes(ade_label.read_bytes()[:-12])  # PNG without IEND
+    paco = json.loads((root / "vlpart/paco/annotations/paco_lvis_v1_train.json").read_text())
+    missing_img = root / "coco" / paco["images"][1]["file_name"]
+    missing_img.unlink()
+    refer_img = sorted((root / "refer_seg/images/mscoco/images/train2014").glob("*.jpg"))[0]
+    _garbage_in_scan(refer_img)
+    bad_files = [truncated, garbled, bad_json, no_points, ade_label, missing_img, refer_img]
+
+    report = tmp_path / "r.json"
+    assert check_data.main(["--root", str(root), "--json", str(report)]) == 1
+    out = capsys.readouterr().out
+    bad_lines = [line for line in out.splitlines() if line.startswith("    BAD  ")]
+    for f in bad_files:
+        assert any(line.startswith(f"    BAD  {f}: ") for line in bad_lines), (f, out)
+    assert any(str(garbled) in line and "Corrupt JPEG data" in line for line in bad_lines)
+    assert any(str(truncated) in line and "corrupt JPEG" in line for line in bad_lines)
+    got = {r["name"]: r for r in json.loads(report.read_text())}
+    # every item was still tried: the bad ones are counted apart, the rest checked
+    n_val = counts["reason_seg"]["val"]
+    assert got["reason_seg/val"]["count"] == n_val and got["reason_seg/val"]["checked"] == n_val - 2
+    assert got["reason_seg/test"]["checked"] == counts["reason_seg"]["test"] - 1
+    assert got["sem_seg/ade20k"]["checked"] == got["sem_seg/ade20k"]["count"] - 1
+    assert got["sem_seg/paco_lvis"]["checked"] == got["sem_seg/paco_lvis"]["count"] - 1
+    for name in ("reason_seg/val", "reason_seg/test", "reason_seg/train", "sem_seg/ade20k", "sem_seg/paco_lvis"):
+        assert got[name]["status"] == "bad", name
+        assert all("\n" not in p for p in got[name]["problems"])
+    # the damaged train2014 image is used by every COCO-based REFER set: reported under each of them
+    refer_bad = [n for n, r in got.items() if n.startswith("refer_seg/") and r["status"] == "bad"]
+    assert "refer_seg/refcoco" in refer_bad and "refer_seg/refclef" not in refer_bad
+    assert got["vqa/llava_instruct_150k"]["status"] == "ok" and got["sem_seg/mapillary"]["status"] == "ok"

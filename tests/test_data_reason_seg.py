@@ -153,6 +153,41 @@ def test_false_premise_qa_is_parsed(tmp_path):
     assert load_annotation(p, 6, 6).false_premise_qa == [tuple(x) for x in fp]
 
 
+def test_two_point_shape_is_a_line_and_one_point_a_pixel(tmp_path, caplog):
+    # Official get_mask_from_json: cv2.polylines (thickness 1) + cv2.fillPoly on the int32 points, so a
+    # 2-point shape is the segment between its points and a 1-point shape is one pixel.
+    import logging
+
+    p = _write_json(
+        tmp_path / "line.json",
+        [("target", _square(0, 0, 9, 9)), ("ignore_wire", [[2, 5], [7, 5]]), ("dot", [[9.7, 0.2]])],
+    )
+    with caplog.at_level(logging.WARNING, logger="read"):
+        m = load_annotation(p, 12, 12).mask
+    expected = np.zeros((12, 12), np.uint8)
+    expected[0:10, 0:10] = 1  # the square (100 px) is the largest: drawn first
+    expected[5, 2:8] = 255  # the 6-px horizontal segment x = 2..7 on row 5, an ignore label
+    expected[0, 9] = 1  # the dot (1 px, truncated to (9, 0)) drawn last
+    np.testing.assert_array_equal(m, expected)
+    msgs = [r.getMessage() for r in caplog.records]
+    assert any(str(p) in x and "'ignore_wire'" in x and "2 point(s)" in x and "line" in x for x in msgs)
+    assert any(str(p) in x and "'dot'" in x and "1 point(s)" in x for x in msgs)
+
+
+def test_two_point_shapes_are_sorted_by_their_pixel_count(tmp_path):
+    # Area of a shape = pixels it covers drawn alone, lines included. A 9-px vertical target line inside a
+    # 4-px ignore square: the line (9 px) is larger, so it is drawn first and the square overwrites it.
+    p = _write_json(tmp_path / "a.json", [("target", [[4, 1], [4, 9]]), ("ignore", _square(3, 4, 4, 5))])
+    m = load_annotation(p, 12, 12).mask
+    expected = np.zeros((12, 12), np.uint8)
+    expected[1:10, 4] = 1
+    expected[4:6, 3:5] = 255
+    np.testing.assert_array_equal(m, expected)
+    # a diagonal 2-point target (Bresenham line from (1, 1) to (4, 4)): 4 pixels on the diagonal
+    p = _write_json(tmp_path / "b.json", [("t", [[1, 1], [4, 4]])])
+    np.testing.assert_array_equal(load_annotation(p, 6, 6).mask, np.diag([0, 1, 1, 1, 1, 0]).astype(np.uint8))
+
+
 # ------------------------------------------------------------------------------------------------ bad input
 
 _OK_SHAPES = [{"label": "target", "points": _square(1, 1, 4, 4)}]
@@ -171,10 +206,8 @@ _OK_SHAPES = [{"label": "target", "points": _square(1, 1, 4, 4)}]
         (json.dumps({"shapes": _OK_SHAPES, "text": [""], "is_sentence": False}), "non-empty string"),
         (json.dumps({"shapes": _OK_SHAPES, "text": ["x"], "is_sentence": "yes"}), "true/false"),
         (
-            json.dumps(
-                {"shapes": [{"label": "t", "points": [[1, 1], [4, 4]]}], "text": ["x"], "is_sentence": False}
-            ),
-            "2 point(s), at least 3",
+            json.dumps({"shapes": [{"label": "t", "points": []}], "text": ["x"], "is_sentence": False}),
+            "shapes[0] (label 't'): shape has no point",
         ),
         (
             json.dumps(

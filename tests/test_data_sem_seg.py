@@ -23,6 +23,7 @@ from read.data.sem_seg import (
     SemSegDataset,
     ade20k_remap,
     load_cocostuff_classes,
+    official_cocostuff_classes,
     paco_category_name,
     pascal_part_category_name,
     read_label_png,
@@ -49,6 +50,12 @@ from read.data.vqa import VQADataset, preprocess_multimodal
 
 SEED = 3
 N_IMAGES = 6
+OFFICIAL = official_cocostuff_classes()
+
+
+def _cocostuff_id(shape) -> int:
+    """Official class index the synthetic writer uses for a shape (by name, looked up in the official list)."""
+    return OFFICIAL.index(COCOSTUFF_CLASSES[shape_class(shape)])
 
 
 @pytest.fixture(scope="module")
@@ -120,10 +127,10 @@ def _expected_label(name: str, index: int) -> tuple[np.ndarray, list]:
         lab = np.full((h, w), 255, np.int64)
         for s in shapes:
             lab[s.mask == 1] = shape_class(s)
-    elif name == "cocostuff":
+    elif name == "cocostuff":  # triangles stand for "-" classes (wall-brick, ...): ignored
         lab = np.full((h, w), 255, np.int64)
         for s in shapes:
-            lab[s.mask == 1] = 255 if s.kind == "triangle" else shape_class(s)
+            lab[s.mask == 1] = 255 if s.kind == "triangle" else _cocostuff_id(s)
     else:  # mapillary: background is the last class, "unlabeled"
         lab = np.full((h, w), 18, np.int64)
         for s in shapes:
@@ -176,11 +183,14 @@ def _poly_masks(shapes, h, w):
 
 @pytest.mark.parametrize("cls", [PACOLVIS, PascalPart])
 def test_coco_format_sources_read_back(root, cls):
+    """One row per annotation (file order), each with that instance's own mask (official annToMask(ann))."""
     from pycocotools.coco import COCO
 
     ds = cls(root)
     coco = COCO(str(ds.ann_file))
     assert len(ds) == N_IMAGES
+    k3 = np.ones((3, 3), np.uint8)
+    several = 0
     for i in range(N_IMAGES):
         image, shapes = scene(SEED, ds.name, i)
         h, w = image.shape[:2]
@@ -188,32 +198,34 @@ def test_coco_format_sources_read_back(root, cls):
         s = ds[i]
         s.validate()
         img_id = ds.images[i]["id"]
-        kinds = sorted({KINDS.index(sh.kind) for sh in shapes})
-        parts = sorted(len(KINDS) + shape_class(sh) for sh in shapes)
-        assert s.meta["class_ids"] == kinds + parts
-        for c, m in zip(s.meta["class_ids"], s.masks, strict=True):
-            if c < len(KINDS):
-                members = [k for k, sh in enumerate(shapes) if KINDS.index(sh.kind) == c]
-                assert ds.classes[c] == KINDS[c]  # "_(shape)" stripped (PACO), plain (PASCAL)
-            else:
-                members = [k for k, sh in enumerate(shapes) if len(KINDS) + shape_class(sh) == c]
-                obj, part = ds.classes[c]
-                assert obj == shapes[members[0]].kind and shapes[members[0]].colour in part
-            ref = np.zeros((h, w), np.uint8)  # the COCO API's own masks, OR-ed over the class's instances
-            for ann in coco.loadAnns(coco.getAnnIds(imgIds=img_id, catIds=ds.cat_ids[c])):
-                ref |= coco.annToMask(ann)
-            np.testing.assert_array_equal(m, ref)
-            ind = np.zeros((h, w), np.uint8)
-            for k in members:
-                ind |= polys[k]
+        anns = coco.loadAnns(coco.getAnnIds(imgIds=img_id))
+        # the writer emits, per shape in drawing order, an object annotation then a part annotation
+        assert len(anns) == 2 * len(shapes) == len(s.conversations) == s.masks.shape[0]
+        assert s.meta["ann_ids"] == [a["id"] for a in anns]
+        expected_ids = [c for sh in shapes for c in (KINDS.index(sh.kind), len(KINDS) + shape_class(sh))]
+        assert s.meta["class_ids"] == expected_ids
+        for j, (ann, m) in enumerate(zip(anns, s.masks, strict=True)):
+            np.testing.assert_array_equal(m, coco.annToMask(ann))  # the COCO API's own mask of this instance
+            own = polys[j // 2]
             # pycocotools and OpenCV differ only on boundary pixels: agree up to a thin boundary band
-            k3 = np.ones((3, 3), np.uint8)
-            assert not (m & (1 - cv2.dilate(ind, k3))).any(), (ds.name, i, c)
-            inner = cv2.erode(ind, np.ones((5, 5), np.uint8), borderType=cv2.BORDER_CONSTANT, borderValue=0)
-            assert not (inner & (1 - m)).any(), (ds.name, i, c)
-            assert (m & ind).sum() / max(1, (m | ind).sum()) > 0.6
-    if cls is PACOLVIS:
-        assert ("circle", "red_side") in ds.classes  # underscores kept
+            assert not (m & (1 - cv2.dilate(own, k3))).any(), (ds.name, i, j)
+            inner = cv2.erode(own, np.ones((5, 5), np.uint8), borderType=cv2.BORDER_CONSTANT, borderValue=0)
+            assert not (inner & (1 - m)).any(), (ds.name, i, j)
+        by_kind = Counter(sh.kind for sh in shapes)
+        for kind, n in by_kind.items():
+            if n < 2:
+                continue
+            several += 1
+            rows = [j for j in range(0, len(anns), 2) if shapes[j // 2].kind == kind]
+            union = np.zeros((h, w), np.uint8)
+            for j in rows:
+                union |= s.masks[j]
+            for j in rows:  # each row is one instance: strictly smaller than the category's union
+                assert s.masks[j].sum() < union.sum(), (ds.name, i, kind)
+                assert ds.classes[s.meta["class_ids"][j]] == kind
+        if cls is PACOLVIS:
+            assert ("circle", "red_side") in ds.classes  # underscores kept
+    assert several >= 1  # image 0 holds only rectangles (at least two instances of one category)
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -244,7 +256,11 @@ def test_draw_structure(draws):
         present = set(s.meta["present_ids"])
         if s.meta["mode"] == "True_Premise":
             assert s.exists == [True] * n_rows and s.masks.shape == (n_rows, h, w)
-            assert n_rows == min(3, len(present)) and set(s.meta["class_ids"]) <= present
+            _, shapes = scene(SEED, s.meta["dataset"], s.meta["index"])
+            # units: present classes (label maps) or annotations, 2 per shape (COCO-format)
+            coco_format = s.meta["dataset"] in ("paco_lvis", "pascal_part")
+            n_units = 2 * len(shapes) if coco_format else len(present)
+            assert n_rows == min(3, n_units) and set(s.meta["class_ids"]) <= present
             assert set(np.unique(s.masks).tolist()) <= {0, 1, 255}
             assert all(a.count("[SEG]") == 1 for conv in s.conversations for _, a in conv)
         else:
@@ -259,17 +275,21 @@ def test_draw_structure(draws):
 def test_negatives_absent_from_the_drawn_image(draws):
     """Negatives checked against the shapes actually drawn (not the loader's own present list)."""
     _, samples = draws
-    checked = 0
+    checked, dash_negatives = 0, 0
     for s in samples:
         if s.meta["mode"] == "True_Premise" or s.meta["dataset"] not in ("ade20k", "cocostuff"):
             continue
         _, shapes = scene(SEED, s.meta["dataset"], s.meta["index"])
-        drawn = {shape_class(sh) for sh in shapes}
+        if s.meta["dataset"] == "ade20k":
+            drawn = {shape_class(sh) for sh in shapes}
+        else:  # COCO-Stuff: "-" classes (triangles) are ignored in the label, so they are not "present"
+            drawn = {_cocostuff_id(sh) for sh in shapes if sh.kind != "triangle"}
+            dash_negatives += sum("-" in OFFICIAL[c] for c in s.meta["negative_ids"])
         assert not drawn & set(s.meta["negative_ids"])
-        if s.meta["dataset"] == "cocostuff":  # "-" classes are ignored: never asked about
-            assert all("-" not in COCOSTUFF_CLASSES[c] for c in s.meta["negative_ids"])
         checked += 1
     assert checked > 50
+    # official: the negative pool is all class ids minus the present labels, "-" classes included
+    assert dash_negatives > 0
 
 
 def test_exact_template_strings(draws):
@@ -290,8 +310,8 @@ def test_exact_template_strings(draws):
                 gt = s.meta["classes"][k]
                 assert a in {t.format(class_name=name, gt_name=gt) for t in CORRECT_ANSWER_TEMPLATE}
             seen[mode] += 1
-        if s.meta["dataset"] == "cocostuff":
-            assert all("-" not in n for n in s.meta["classes"] + s.meta["negatives"])
+        if s.meta["dataset"] == "cocostuff":  # positives never "-" classes (they are 255 in the label)
+            assert all("-" not in n for n in s.meta["classes"])
         if s.meta["dataset"] == "mapillary":
             assert all(n == n.lower() for n in s.meta["classes"])
     assert all(seen[m] > 0 for m in MODES)
@@ -359,8 +379,9 @@ def test_missing_files_are_named(tmp_path):
     with pytest.raises(DataError, match="ade20k_classes.json"):
         ADE20K(tmp_path)
     (tmp_path / "cocostuff" / "cocostuff_classes.txt").unlink()
+    assert COCOStuff(tmp_path).classes == OFFICIAL  # the packaged official list needs no file
     with pytest.raises(DataError, match="cocostuff_classes.txt"):
-        COCOStuff(tmp_path)
+        COCOStuff(tmp_path, class_list="file")
     with pytest.raises(DataError, match="config_v2.0.json"):
         Mapillary(tmp_path)
     with pytest.raises(DataError, match="paco_lvis_v1_train.json"):

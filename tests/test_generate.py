@@ -18,8 +18,8 @@ import torch
 from read.data.conversation import build_prompt, wrap_image_tokens
 from read.data.synthetic import draw_rectangles
 from read.data.transforms import preprocess_image
-from read.model.batch import Batch
 from read.model import llava_backbone as lb
+from read.model.batch import Batch
 from read.model.generate import GenerationOutput, greedy_generate, left_pad, segment_generated
 
 # (question, scripted answer) per image; rows have different prompt lengths, so left padding matters

@@ -1,4 +1,11 @@
-"""Config -> datasets: the official mixture keys, evaluation sets, and the data root."""
+"""Config -> datasets: the official mixture keys, evaluation sets, the data root, and cheap start-up checks.
+
+:func:`check_train_sources` and :func:`check_eval_split` look only for the files and folders each loader opens
+first (class lists, annotation JSON/pickle files, image folders: each module's ``required_paths``), without
+listing folders, reading annotations or decoding images, so ``train.py`` / ``evaluate.py`` can call them before
+building the model. Each raises one :class:`~read.data.base.DataError` naming every missing path together with
+the config key that asked for it.
+"""
 
 from __future__ import annotations
 
@@ -6,10 +13,13 @@ import os
 from pathlib import Path
 
 from read.config import DataConfig, ReadConfig
-from read.data.base import SegDataset
+from read.data.base import DataError, SegDataset
 from read.data.mixture import MixtureDataset
 
 DEFAULT_ROOT = "dataset"
+REFER_KEYS = {"refer_seg": "refer_seg_data", "neg_refer_seg": "neg_refer_seg_data",
+              "correct_refer_seg": "correct_refer_seg_data"}
+_FILE_SUFFIXES = (".json", ".p", ".pkl", ".txt")
 
 
 def data_root(cfg: DataConfig) -> Path:
@@ -62,3 +72,100 @@ def build_train_mixture(cfg: ReadConfig, *, rank: int = 0, world_size: int = 1) 
     parts = [build_component(k, d) for k in d.datasets]
     return MixtureDataset(parts, d.sample_rates, samples_per_epoch(cfg, world_size), seed=cfg.train.seed,
                           rank=rank, world_size=world_size, on_error=d.on_error)
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Fail-early checks (no dataset construction, no decoding)
+# ----------------------------------------------------------------------------------------------------------
+
+
+def _present(path: Path) -> bool:
+    return path.is_file() if path.suffix in _FILE_SUFFIXES else path.is_dir()
+
+
+def train_requirements(cfg: ReadConfig, root: Path) -> list[tuple[str, list[Path]]]:
+    """``(config key: value, paths)`` for every training source of ``cfg.data.datasets``.
+
+    Raises:
+        ValueError: an unknown mixture key or semantic-segmentation source name.
+    """
+    from read.data import reason_seg, refer, sem_seg, vqa
+
+    d = cfg.data
+    out: list[tuple[str, list[Path]]] = []
+    for key in d.datasets:
+        if key == "reason_seg":
+            split = d.reason_seg_split
+            out.append((f"data.reason_seg_split: {split}", reason_seg.required_paths(root, split)))
+        elif key in REFER_KEYS:
+            field = REFER_KEYS[key]
+            out += [(f"data.{field}: {name}", refer.required_paths(root, name)) for name in getattr(d, field)]
+        elif key == "sem_seg":
+            out += [(f"data.sem_seg_data: {name}", sem_seg.required_paths(root, name)) for name in d.sem_seg_data]
+        elif key == "vqa":
+            out.append(("data.datasets: vqa", vqa.required_paths(root)))
+        else:
+            raise ValueError(f"data.datasets: unknown dataset key {key!r}")
+    return out
+
+
+def eval_requirements(cfg: ReadConfig, root: Path) -> list[tuple[str, list[Path]]]:
+    """``(config key: value, paths)`` for ``cfg.eval.dataset`` / ``cfg.eval.split``.
+
+    ReasonSeg: the split folder(s). refCOCO family: the refs pickle, ``instances.json`` and the image folder
+    (the split itself is a field inside the pickle, checked when the dataset is built).
+    """
+    from read.data import reason_seg, refer
+
+    e = cfg.eval
+    if e.dataset == "reason_seg":
+        return [(f"eval.dataset: reason_seg, eval.split: {e.split}", reason_seg.required_paths(root, e.split))]
+    return [(f"eval.dataset: {e.dataset}", refer.required_paths(root, e.dataset))]
+
+
+def _raise_missing(what: str, root: Path, needs: list[tuple[str, list[Path]]]) -> None:
+    parts = []
+    for key, paths in needs:
+        missing = [p for p in paths if not _present(p)]
+        if missing:
+            parts.append(f"{key} needs {', '.join(str(p) for p in missing)}")
+    if parts:
+        raise DataError(f"{root}: missing {what}: " + "; ".join(parts))
+
+
+def _will_be_generated(cfg: ReadConfig, root: Path) -> bool:
+    from read.data.synth import MARKER
+
+    return bool(cfg.data.generate_synthetic) and not (root / MARKER).is_file()
+
+
+def check_train_sources(cfg: ReadConfig, root: str | os.PathLike | None = None) -> None:
+    """Fail early when a training source of ``cfg.data`` is not on disk in the layout its loader needs.
+
+    Args:
+        cfg: the run configuration (``data.datasets`` and the per-key sub-dataset lists).
+        root: the data root; ``None`` -> :func:`data_root` of ``cfg.data``.
+
+    Nothing is checked when ``data.generate_synthetic`` is set and the root has no synthetic tree yet (it is
+    written when the mixture is built).
+
+    Raises:
+        DataError: one message naming every missing path and the config key that asked for it.
+        ValueError: an unknown dataset key or sub-dataset name.
+    """
+    r = Path(root) if root is not None else data_root(cfg.data)
+    if _will_be_generated(cfg, r):
+        return
+    _raise_missing("training data", r, train_requirements(cfg, r))
+
+
+def check_eval_split(cfg: ReadConfig, root: str | os.PathLike | None = None) -> None:
+    """Fail early when the evaluation set ``cfg.eval.dataset`` / ``cfg.eval.split`` is not on disk.
+
+    Same contract as :func:`check_train_sources` (``root=None`` -> :func:`data_root`; skipped while a
+    synthetic root is still to be generated).
+    """
+    r = Path(root) if root is not None else data_root(cfg.data)
+    if _will_be_generated(cfg, r):
+        return
+    _raise_missing("evaluation data", r, eval_requirements(cfg, r))

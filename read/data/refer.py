@@ -88,6 +88,15 @@ def split_matches(ref_split: str, split: str) -> bool:
     return ref_split == split
 
 
+def required_paths(root: str | os.PathLike, dataset: str, split_by: str | None = None) -> list[Path]:
+    """The files and image folder :class:`ReferAnnotations` of ``dataset`` opens first: ``refs(<splitBy>).p``,
+    ``instances.json`` and the image folder (no reading, no listing)."""
+    root = Path(root)
+    sb = split_by if split_by is not None else default_split_by(dataset)
+    images = root.joinpath(*(CLEF_IMAGE_DIR if dataset == "refclef" else COCO_IMAGE_DIR))
+    return [root / "refer_seg" / dataset / f"refs({sb}).p", root / "refer_seg" / dataset / "instances.json", images]
+
+
 def _ann_ids(ann_id: Any) -> list[int]:
     return [int(a) for a in ann_id] if isinstance(ann_id, (list, tuple)) else [int(ann_id)]
 

@@ -18,9 +18,11 @@ import numpy as np
 from read.data.base import DataError, Sample
 from read.data.io import load_image, load_json
 
-__all__ = ["IMAGE_TOKEN", "VQADataset", "preprocess_multimodal", "turns_to_rounds"]
+__all__ = ["IMAGE_TOKEN", "VQADataset", "preprocess_multimodal", "required_paths", "turns_to_rounds"]
 
 IMAGE_TOKEN = "<image>"
+JSON_FILE = "llava_dataset/llava_instruct_150k.json"
+IMAGE_DIR = "coco/train2017"
 _ROLES = {"human": "human", "gpt": "gpt"}
 
 
@@ -71,6 +73,11 @@ def turns_to_rounds(turns: list[dict], where: str) -> list[tuple[str, str]]:
     return [(parsed[i][1], parsed[i + 1][1]) for i in range(0, len(parsed), 2)]
 
 
+def required_paths(root: str | os.PathLike) -> list[Path]:
+    """The instruction JSON and the image folder :class:`VQADataset` opens (no reading, no listing)."""
+    return [Path(root) / JSON_FILE, Path(root) / IMAGE_DIR]
+
+
 class VQADataset:
     """LLaVA-Instruct-150k as a training source.
 
@@ -86,8 +93,8 @@ class VQADataset:
         self,
         root: str | os.PathLike,
         *,
-        json_file: str = "llava_dataset/llava_instruct_150k.json",
-        image_dir: str = "coco/train2017",
+        json_file: str = JSON_FILE,
+        image_dir: str = IMAGE_DIR,
     ):
         self.root = Path(root)
         self.json_path = self.root / json_file

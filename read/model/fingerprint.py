@@ -82,8 +82,8 @@ class BaseRecord:
     def load(cls, path: Path) -> BaseRecord:
         """Read a ``base.json``; a malformed file is a ``ValueError`` naming it."""
         try:
-            data = json.loads(Path(path).read_text())
-        except (OSError, json.JSONDecodeError) as e:
+            data = json.loads(Path(path).read_text(encoding="utf-8"))
+        except (OSError, ValueError) as e:
             raise ValueError(f"{path}: unreadable base record ({type(e).__name__}: {e})") from e
         if not isinstance(data, dict) or data.get("format") != FORMAT or not isinstance(data.get("tensors"), dict):
             raise ValueError(f"{path}: not a {FORMAT} record")

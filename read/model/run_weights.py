@@ -66,7 +66,10 @@ def load_trainable(model: nn.Module, path: str | Path, *, ours: BaseRecord | Non
 
     ckpt = resolve_checkpoint(path)
     file = ckpt / TRAINABLE_FILE
-    sd = load_file(str(file))
+    try:
+        sd = load_file(str(file))
+    except Exception as e:  # noqa: BLE001 - safetensors raises its own error types
+        raise CheckpointKeyError(f"{file}: not a readable safetensors file ({type(e).__name__}: {e})") from e
     params = {n: p for n, p in model.named_parameters() if p.requires_grad}
     missing = sorted(set(params) - set(sd))
     unexpected = sorted(set(sd) - set(params))

@@ -117,8 +117,8 @@ def load_rng_state(directory: Path, rank: int) -> dict:
         n_cuda = int(meta.get("cuda_devices", 0))
         if n_cuda:
             state["cuda"] = [tensors[f"cuda.{i}"] for i in range(n_cuda)]
-    except (OSError, ValueError, KeyError, TypeError, json.JSONDecodeError) as e:
-        raise ValueError(f"{meta_path}: unreadable RNG state ({type(e).__name__}: {e})") from e
+    except Exception as e:  # noqa: BLE001 - any failure: the files are not what save_rng_state wrote
+        raise ValueError(f"{meta_path} / {tensor_path.name}: unreadable RNG state ({type(e).__name__}: {e})") from e
     return state
 
 
@@ -172,8 +172,8 @@ def load_checkpoint(path: Path, model: nn.Module, engine, *, base: BaseRecord | 
     if (rng_dir / f"rank{dist.get_rank()}.json").is_file():
         set_rng_state(load_rng_state(rng_dir, dist.get_rank()))
     try:
-        return json.loads((path / "trainer_state.json").read_text())
-    except (OSError, json.JSONDecodeError) as e:
+        return json.loads((path / "trainer_state.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError) as e:
         raise ValueError(f"{path / 'trainer_state.json'}: unreadable ({type(e).__name__}: {e})") from e
 
 

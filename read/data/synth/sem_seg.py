@@ -5,9 +5,11 @@ class is built from its colour and kind:
 
 * ADE20K: ``ade20k_classes.json`` lists ``"<colour> <kind>"`` for every colour and kind; the annotation PNG
   (grey, uint8) stores ``1 + class index`` on the shape's visible pixels and 0 (unlabelled) elsewhere.
-* COCO-Stuff: ``cocostuff_classes.txt`` (``"0: unlabeled"`` then ``"<id>: <name>"``); rectangles and circles
-  are ``"<colour> <kind>"``, triangles are stuff-style ``"triangle-<colour>"`` (a ``"-"``: the reader turns
-  them into 255). The label PNG stores the 0-based class index, 255 elsewhere.
+* COCO-Stuff: READ's official class list (the packaged ``read/data/cocostuff_classes.json``, also written to
+  ``cocostuff/cocostuff_classes.txt`` as ``"0: unlabeled"`` then ``"<id>: <name>"``, so the reader finds no
+  difference to report). Each (colour, kind) stands for one official class (:data:`COCOSTUFF_CLASSES`):
+  rectangles and circles for plain names, triangles for ``"-"`` names (``wall-brick``...), which the reader
+  turns into 255. The label PNG stores the official 0-based class index, 255 elsewhere.
 * Mapillary: ``config_v2.0.json`` with Title-Case ``readable`` names (``"Red Circle"``) and a final
   ``"Unlabeled"`` class used for the background; labels are *palette* PNGs (value = class index), as the real
   v2.0 labels.
@@ -16,7 +18,8 @@ class is built from its colour and kind:
   ``"circle_(shape)"`` and ``"circle_(shape):red_side"`` (reader: ``circle`` / ``("circle", "red_side")``);
   PASCAL names like ``"circle:red side"``.
 
-Image ``i`` of dataset ``d`` is ``scene(seed, d, i)``; files depend only on (seed, dataset, index).
+Image ``i`` of dataset ``d`` is ``scene(seed, d, i)``; files depend only on (seed, dataset, index). Image 0 of
+PACO-LVIS and PASCAL-Part holds only rectangles (at least two), so one category has several instances there.
 COCO-Stuff, PACO and LLaVA images share ``coco/train2017`` with disjoint ids (100000+, 200000+; LLaVA 300000+).
 """
 
@@ -30,11 +33,13 @@ import cv2
 import numpy as np
 from PIL import Image
 
+from read.data.sem_seg_labels import dump_class_list, official_cocostuff_classes
 from read.data.synthetic import COLOURS, KINDS, Shape, draw_shapes
 
 __all__ = [
     "ADE_CLASSES",
     "COCOSTUFF_CLASSES",
+    "cocostuff_class_id",
     "MAPILLARY_READABLE",
     "PACO_CATEGORIES",
     "PASCAL_CATEGORIES",
@@ -49,9 +54,13 @@ __all__ = [
 ]
 
 ADE_CLASSES: list[str] = [f"{c} {k}" for c in COLOURS for k in KINDS]
-COCOSTUFF_CLASSES: list[str] = [
-    f"triangle-{c}" if k == "triangle" else f"{c} {k}" for c in COLOURS for k in KINDS
-]
+# Official COCO-Stuff class standing for each (colour, kind), in shape_class order (colour-major).
+_COCOSTUFF_BY_KIND = {
+    "rectangle": ("banner", "book", "cardboard", "paper", "mat", "towel"),
+    "circle": ("sports ball", "frisbee", "clock", "plate", "donut", "orange"),
+    "triangle": ("wall-brick", "wall-concrete", "wall-other", "wall-panel", "wall-stone", "wall-tile"),
+}
+COCOSTUFF_CLASSES: list[str] = [_COCOSTUFF_BY_KIND[k][ci] for ci in range(len(COLOURS)) for k in KINDS]
 MAPILLARY_READABLE: list[str] = [f"{c.title()} {k.title()}" for c in COLOURS for k in KINDS] + ["Unlabeled"]
 PACO_CATEGORIES: list[str] = [f"{k}_(shape)" for k in KINDS] + [
     f"{k}_(shape):{c}_side" for c in COLOURS for k in KINDS
@@ -66,19 +75,27 @@ def shape_class(shape: Shape) -> int:
     return list(COLOURS).index(shape.colour) * len(KINDS) + KINDS.index(shape.kind)
 
 
+def cocostuff_class_id(shape: Shape) -> int:
+    """The official COCO-Stuff class index (= label value) standing for ``shape``."""
+    return official_cocostuff_classes().index(COCOSTUFF_CLASSES[shape_class(shape)])
+
+
 def scene(
     seed: int,
     dataset: str,
     index: int,
     hw_range: tuple[tuple[int, int], tuple[int, int]] = ((40, 64), (48, 80)),
 ) -> tuple[np.ndarray, list[Shape]]:
-    """Image ``index`` of ``dataset``: ``draw_shapes`` with 2-4 shapes from ``default_rng([seed, crc32(dataset), index])``."""
+    """Image ``index`` of ``dataset``: ``draw_shapes`` with 2-4 shapes from ``default_rng([seed, crc32(dataset), index])``
+    (rectangles only for image 0 of PACO-LVIS / PASCAL-Part)."""
     (h0, h1), (w0, w1) = hw_range
     for attempt in range(50):
         key = [seed, zlib.crc32(dataset.encode("utf-8")), index] + ([attempt] if attempt else [])
         rng = np.random.default_rng(key)
         h, w = int(rng.integers(h0, h1 + 1)), int(rng.integers(w0, w1 + 1))
-        image, shapes = draw_shapes(rng, h, w, int(rng.integers(2, 5)))
+        same_kind = dataset in ("paco_lvis", "pascal_part") and index == 0  # several instances of one category
+        kinds = ("rectangle",) if same_kind else KINDS
+        image, shapes = draw_shapes(rng, h, w, int(rng.integers(2, 5)), kinds=kinds)
         # COCO-Stuff's "-" classes (triangles here) become 255: keep at least one usable class per image
         if dataset != "cocostuff" or any(s.kind != "triangle" for s in shapes):
             return image, shapes
@@ -136,15 +153,15 @@ def write_cocostuff(root, *, seed: int = 0, num_images: int = 6) -> dict[str, in
     """COCO-Stuff: ``cocostuff/train2017/<id>.png``, ``coco/train2017/<id>.jpg``, ``cocostuff/cocostuff_classes.txt``."""
     root = Path(root)
     (root / "cocostuff").mkdir(parents=True, exist_ok=True)
-    lines = ["0: unlabeled"] + [f"{k + 1}: {name}" for k, name in enumerate(COCOSTUFF_CLASSES)]
-    (root / "cocostuff" / "cocostuff_classes.txt").write_text("\n".join(lines) + "\n", encoding="utf-8")
+    official = official_cocostuff_classes()
+    (root / "cocostuff" / "cocostuff_classes.txt").write_text(dump_class_list(official), encoding="utf-8")
     for i in range(num_images):
         image, shapes = scene(seed, "cocostuff", i)
         stem = f"{COCO_ID_OFFSET['cocostuff'] + i:012d}"
         _write_jpg(root / "coco" / "train2017" / f"{stem}.jpg", image)
-        lab = _label_map(shapes, image.shape[:2], 255, shape_class)
+        lab = _label_map(shapes, image.shape[:2], 255, cocostuff_class_id)
         _write_grey_png(root / "cocostuff" / "train2017" / f"{stem}.png", lab)
-    return {"images": num_images, "classes": len(COCOSTUFF_CLASSES)}
+    return {"images": num_images, "classes": len(official)}
 
 
 def write_mapillary(root, *, seed: int = 0, num_images: int = 6) -> dict[str, int]:
