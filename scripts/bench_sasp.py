@@ -66,13 +66,13 @@ def timed(fn, repeats: int):
     return statistics.median(times), out
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--sizes", nargs="+", default=["640x480", "1920x1080", "4000x3000"], help="WxH")
     ap.add_argument("--ref-dtype", choices=["float32", "float64"], default="float32")
     ap.add_argument("--seed", type=int, default=0)
-    args = ap.parse_args()
+    args = ap.parse_args(argv)
     ref_dtype = getattr(torch, args.ref_dtype)
 
     g = torch.Generator().manual_seed(args.seed)
@@ -102,4 +102,6 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    from read.cli import main_with_errors
+
+    main_with_errors(main)

@@ -177,4 +177,6 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    from read.cli import main_with_errors
+
+    sys.exit(main_with_errors(main))

@@ -158,4 +158,6 @@ def main(argv: list[str] | None = None) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    from read.cli import main_with_errors
+
+    main_with_errors(main)

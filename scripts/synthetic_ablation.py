@@ -96,7 +96,7 @@ def fmt(values: list[float]) -> str:
 
 
 def report(out: Path, data_root: Path) -> str:
-    from read.data.synth.reasoning import text_blind_baselines
+    from read.eval.baselines import text_blind_baselines
     from read.utils.plot import plot_curves
 
     table = collect(out)
@@ -159,4 +159,6 @@ def main(argv: list[str] | None = None) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    from read.cli import main_with_errors
+
+    main_with_errors(main)

@@ -9,7 +9,8 @@ import numpy as np
 import pytest
 import torch
 
-from read.data.synth.reasoning import text_blind_baselines, write_reasoning_benchmark
+from read.data.synth.reasoning import write_reasoning_benchmark
+from read.eval.baselines import text_blind_baselines
 
 
 @pytest.fixture(scope="module")

@@ -148,13 +148,13 @@ def _shape_mask(points: list, hw: tuple[int, int]) -> np.ndarray:
     return mask
 
 
-def text_blind_baselines(root: str | Path, split: str = "val", *, seed: int = 0) -> dict[str, dict[str, float]]:
-    """gIoU/cIoU of predictions that ignore the query: empty mask, whole image, union of all shapes, one random
-    shape, always the largest shape. A model scoring near these is not using the query."""
+def text_blind_predictions(root: str | Path, split: str = "val", *, seed: int = 0) -> tuple[dict[str, list], list]:
+    """Predictions that ignore the query (empty mask, whole image, union of all shapes, one random shape, always
+    the largest shape) and the ground truths, per image as ``[1, H, W]`` tensors; scored by
+    :func:`read.eval.baselines.text_blind_baselines`."""
     import torch
 
     from read.data.reason_seg import list_split, load_annotation
-    from read.eval.metrics import giou_ciou
 
     rng = np.random.default_rng(seed)
     preds: dict[str, list] = {k: [] for k in ("empty", "whole_image", "union_of_shapes", "random_shape",
@@ -176,4 +176,4 @@ def text_blind_baselines(root: str | Path, split: str = "val", *, seed: int = 0)
         }
         for k, m in choice.items():
             preds[k].append(torch.from_numpy(m[None]))
-    return {k: giou_ciou(v, gts) for k, v in preds.items()}
+    return preds, gts
