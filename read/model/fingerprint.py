@@ -6,15 +6,17 @@ projector, SAM's encoders, the q/v base weights under LoRA, ...) is rebuilt from
 rebuilt base is *exactly* the one trained on, and name the first tensor that differs. The same digests identify
 a whole model for evaluation records (:func:`model_digest`).
 
-Cost: one pass of sha256 over the bytes (about 1.5 GB/s on one core: ~9 s for a 7B bf16 base), done once on the
-CPU when a model is built, never per training step.
+Cost: one pass of sha256 over the bytes, in up to 8 threads (hashlib runs outside the GIL), done once on the CPU
+when a model is built, never per training step; ``scripts/bench_fingerprint.py`` measures it (docs/BENCHMARKS.md).
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import os
 from collections.abc import Mapping
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -37,8 +39,18 @@ def tensor_digest(t: Tensor) -> str:
     if x.device.type != "cpu":
         x = x.cpu()
     h = hashlib.sha256(f"{x.dtype}|{tuple(x.shape)}|".encode())
-    h.update(x.contiguous().reshape(-1).view(torch.uint8).numpy().tobytes() if x.numel() else b"")
+    if x.numel():
+        h.update(x.contiguous().reshape(-1).view(torch.uint8).numpy())  # no copy; hashlib releases the GIL
     return h.hexdigest()
+
+
+def _digests(tensors: Mapping[str, Tensor]) -> dict[str, str]:
+    """:func:`tensor_digest` of every tensor, in a thread pool (sha256 runs outside the GIL)."""
+    workers = max(1, min(8, os.cpu_count() or 1))
+    if workers == 1 or len(tensors) < 2:
+        return {n: tensor_digest(t) for n, t in tensors.items()}
+    with ThreadPoolExecutor(max_workers=workers) as pool:
+        return dict(zip(tensors, pool.map(tensor_digest, tensors.values()), strict=True))
 
 
 def digest_of(digests: Mapping[str, str]) -> str:
@@ -131,13 +143,9 @@ def _describe(sources: Mapping) -> str:
 def base_record(model: nn.Module, sources: Mapping | None = None) -> BaseRecord:
     """Digests of every state-dict tensor of ``model`` that is not a trainable parameter."""
     trainable = trainable_names(model)
-    tensors, dtypes = {}, {}
-    for name, t in model.state_dict().items():
-        if name in trainable:
-            continue
-        tensors[name] = tensor_digest(t)
-        dtypes[name] = str(t.dtype).replace("torch.", "")
-    return BaseRecord(tensors=tensors, dtypes=dtypes, sources=dict(sources or {}))
+    frozen = {n: t for n, t in model.state_dict().items() if n not in trainable}
+    dtypes = {n: str(t.dtype).replace("torch.", "") for n, t in frozen.items()}
+    return BaseRecord(tensors=_digests(frozen), dtypes=dtypes, sources=dict(sources or {}))
 
 
 @torch.no_grad()
@@ -148,7 +156,5 @@ def model_digest(model: nn.Module, base: BaseRecord | None = None) -> str:
     if base is None:
         base = base_record(model)
     digests = dict(base.tensors)
-    for name, t in model.state_dict().items():
-        if name in trainable:
-            digests[name] = tensor_digest(t)
+    digests.update(_digests({n: t for n, t in model.state_dict().items() if n in trainable}))
     return digest_of(digests)
