@@ -33,6 +33,7 @@ from pathlib import Path
 from read.config import ReadConfig, load_config, save_config
 from read.model.builder import build_read_model
 from read.model.convert import load_released_checkpoint
+from read.utils.device import seed_everything
 
 WEIGHTS_FILE = "model.safetensors"
 REPORT_FILE = "conversion_report.json"
@@ -53,11 +54,14 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def conversion_config(cfg: ReadConfig, released: Path) -> ReadConfig:
-    """The config the model is built with: release tokenizer, no LoRA, no SAM ``.pth``."""
+    """The config the model is built with: release tokenizer, no LoRA, no SAM ``.pth``, nothing to initialise from
+    (the written ``model.safetensors`` is the whole model; ``evaluate.py --config OUT/config.yaml`` loads it)."""
     cfg = copy.deepcopy(cfg)
     cfg.model.vlm.tokenizer = str(released)
     cfg.model.lora.enabled = False
     cfg.model.sam.checkpoint = None
+    cfg.train.init = "llava"
+    cfg.train.init_checkpoint = None
     return cfg
 
 
@@ -74,6 +78,7 @@ def convert(
     cfg = conversion_config(load_config(config, overrides), released)
 
     t0 = time.time()
+    seed_everything(cfg.train.seed)
     model, tokenizer = build_read_model(cfg)
     report = load_released_checkpoint(model, tokenizer, released, strict=True)
     print(
@@ -89,6 +94,7 @@ def convert(
     tmp.replace(out / WEIGHTS_FILE)
     tokenizer.save_pretrained(out)
     cfg.model.vlm.tokenizer = str(out.resolve())
+    cfg.eval.weights = str(out.resolve())
     save_config(cfg, out)
     report = {**report, "config": str(config), "overrides": list(overrides)}
     (out / REPORT_FILE).write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")

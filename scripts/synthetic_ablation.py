@@ -50,19 +50,24 @@ def run_one(variant: str, seed: int, minutes: float, out: Path, data_root: Path)
     subprocess.run(train, cwd=ROOT, env=env, check=True)
     for protocol in PROTOCOLS:
         cmd = [sys.executable, str(ROOT / "evaluate.py"), "--run", str(run), f"eval.protocol={protocol}",
-               "eval.limit=null", "eval.max_new_tokens=24", *common]
+               "eval.limit=null", "eval.max_new_tokens=24", f"eval.output_dir={eval_dir(run, protocol)}", *common]
         print("+", " ".join(cmd[1:]), flush=True)
         subprocess.run(cmd, cwd=ROOT, env=env, check=True)
     (run / "done.json").write_text(json.dumps({"variant": variant, "seed": seed, "minutes": minutes}))
     return run
 
 
-def kind_metrics(eval_dir: Path) -> dict[str, dict[str, float]]:
+def eval_dir(run: Path, protocol: str) -> Path:
+    """Fixed evaluation folder per protocol (explicit, so the report finds it; a rerun resumes it)."""
+    return run / "eval" / f"reason_seg_val_{protocol}"
+
+
+def kind_metrics(folder: Path) -> dict[str, dict[str, float]]:
     """gIoU/cIoU per query kind, from the per-sample records and the benchmark JSONs."""
     from read.eval.metrics import SegMetricAccumulator
 
     acc = {k: SegMetricAccumulator() for k in ("overall", *KIND_GROUPS)}
-    for path in eval_dir.glob("records.rank*.jsonl"):
+    for path in folder.glob("records.rank*.jsonl"):
         for line in path.read_text().splitlines():
             rec = json.loads(line)
             kind = json.loads(Path(rec["meta"]["json_path"]).read_text())["synthetic"]["kind"]
@@ -82,7 +87,7 @@ def collect(out: Path) -> dict:
             if not (run / "done.json").is_file():
                 continue
             for protocol in PROTOCOLS:
-                d = run / "eval" / f"reason_seg_val_{protocol}"
+                d = eval_dir(run, protocol)
                 if (d / "results.json").is_file():
                     table.setdefault(variant, {}).setdefault(protocol, []).append(kind_metrics(d))
     return table

@@ -188,13 +188,13 @@ def load_image(path: str | os.PathLike) -> np.ndarray:
 
 
 def load_label_png(path: str | os.PathLike) -> np.ndarray:
-    """Read a single-channel label map ``[H, W]`` with its stored values (palette indices stay indices, as
-    ``np.array(PIL.Image.open(path))`` gives them; OpenCV would expand a palette PNG to colours).
+    """Read a label map as class indices ``[H, W]``, as the official ``np.array(Image.open(path))``: palette PNGs
+    (Mapillary) give their palette indices, not colours (OpenCV would expand them); grey PNGs give their values.
 
     Raises:
         DataError: missing file, damaged PNG (structure, CRC, truncated data), or a multi-channel image.
     """
-    from PIL import Image, UnidentifiedImageError
+    from PIL import Image
 
     p = Path(path)
     if not p.is_file():
@@ -204,12 +204,16 @@ def load_label_png(path: str | os.PathLike) -> np.ndarray:
         check_png_bytes(data, p)
     try:
         with Image.open(io.BytesIO(data)) as im:
-            lab = np.array(im)
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as e:
+            im.load()
+            mode = im.mode
+            arr = np.array(im)
+    except (OSError, SyntaxError, ValueError) as e:  # UnidentifiedImageError is an OSError
         raise DataError(f"{p}: corrupt label image ({e})") from e
-    if lab.ndim != 2:
-        raise DataError(f"{p}: expected a single-channel label map, got shape {lab.shape}")
-    return lab
+    if arr.ndim != 2:
+        raise DataError(f"{p}: a label map must be a single-channel or palette PNG, got mode {mode} {arr.shape}")
+    if mode == "1":
+        arr = arr.astype(np.uint8)
+    return arr
 
 
 def load_json(path: str | os.PathLike, *, fallback_encoding: str | None = None) -> Any:

@@ -17,16 +17,14 @@ Class lists:
 from __future__ import annotations
 
 import functools
-import io
 import os
 from pathlib import Path
 from typing import Literal
 
 import numpy as np
-from PIL import Image
 
 from read.data.base import DataError
-from read.data.io import PNG_MAGIC, check_png_bytes, load_json
+from read.data.io import load_json, load_label_png
 from read.utils.logging import get_logger
 
 IGNORE = 255
@@ -53,34 +51,8 @@ def ade20k_remap(label: np.ndarray) -> np.ndarray:
     return lab.astype(np.uint8)
 
 
-def read_label_png(path: str | os.PathLike) -> np.ndarray:
-    """Read a label PNG as class indices ``[H, W]``, as the official ``np.array(Image.open(path))``.
-
-    Palette PNGs (Mapillary) give their palette indices, not colours; grey PNGs give their values.
-
-    Raises:
-        DataError: missing file, damaged PNG (chunk CRC, truncated data), or a colour (multi-channel) image.
-    """
-    p = Path(path)
-    if not p.is_file():
-        raise DataError(f"{p}: label file not found")
-    data = p.read_bytes()
-    if data.startswith(PNG_MAGIC):
-        check_png_bytes(data, p)
-    try:
-        with Image.open(io.BytesIO(data)) as im:
-            im.load()
-            mode = im.mode
-            arr = np.array(im)
-    except (OSError, SyntaxError, ValueError) as e:
-        raise DataError(f"{p}: corrupt label image ({e})") from e
-    if arr.ndim != 2:
-        raise DataError(
-            f"{p}: a label map must be a single-channel or palette PNG, got mode {mode} {arr.shape}"
-        )
-    if mode == "1":
-        arr = arr.astype(np.uint8)
-    return arr
+read_label_png = load_label_png
+"""Label PNG -> class indices (``read.data.io.load_label_png``)."""
 
 
 def check_label_range(label: np.ndarray, num_classes: int, path: str | os.PathLike, what: str) -> None:

@@ -35,7 +35,7 @@ from __future__ import annotations
 
 import json
 import random
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import asdict
 from pathlib import Path
 
@@ -67,32 +67,14 @@ IMAGE_PLACEHOLDER_ID = -200
 class ReadTokenizer(Vocabulary):
     """Slow-``LlamaTokenizer`` (transformers 4.31, ``legacy=True``) semantics on a SentencePiece model.
 
-    Build it with :meth:`from_pretrained` (a checkpoint directory or hub id) or :meth:`build_tiny` (tests).
+    Build it with :meth:`from_pretrained` (a checkpoint directory or hub id) or :meth:`build_tiny` (tests); the
+    constructor arguments are :class:`read.model.vocabulary.Vocabulary`'s.
     """
 
-    def __init__(
-        self,
-        model_proto: bytes,
-        added_tokens: Sequence[AddedToken] = (),
-        *,
-        seg_token: str = "[SEG]",
-        image_token: str = "<image>",
-        use_im_start_end: bool = True,
-        pad_token: str = "<unk>",
-        control_flags: Mapping[str, tuple[bool, bool]] | None = None,
-    ) -> None:
-        """See :class:`read.model.vocabulary.Vocabulary`; additionally checks that the pad token and every
-        required token (``[SEG]``, the image token, ``<im_start>``/``<im_end>``) encode to exactly one id."""
-        super().__init__(
-            model_proto,
-            added_tokens,
-            seg_token=seg_token,
-            image_token=image_token,
-            use_im_start_end=use_im_start_end,
-            pad_token=pad_token,
-            control_flags=control_flags,
-        )
-        self._single_id(pad_token, "pad token")
+    def _validate(self) -> None:
+        """The pad token and every required token (``[SEG]``, the image token, ``<im_start>``/``<im_end>``) must
+        encode to exactly one id (called at the end of :meth:`Vocabulary.__init__`)."""
+        self._single_id(self.pad_token, "pad token")
         for role, tok in self._required_tokens().items():
             self._single_id(tok, role)
 

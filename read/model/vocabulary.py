@@ -67,6 +67,10 @@ class Vocabulary:
             self._pad_id = self.token_to_id(pad_token)
         except ValueError as e:
             raise ValueError(f"pad token {pad_token!r} is not a single token of this vocabulary") from e
+        self._validate()
+
+    def _validate(self) -> None:
+        """Further checks of a subclass (the tokenizer checks that required tokens encode to one id)."""
 
     # ---------------------------------------------------------------------------------------------- construction
 
