@@ -176,18 +176,23 @@ def test_merge_refuses_a_changed_base_too(chain, tmp_path):
 
 
 def test_a_run_from_a_checkpoint_inherits_the_release_base(chain, tmp_path):
-    """train.init=checkpoint from a run that started from a release: the new run's base is still the release."""
+    """train.init=checkpoint from a run that started from a release: the new run's base is still the release, and
+    the new run stays loadable after the first run is deleted (its checkpoints record their base)."""
     import train as train_script
 
+    first = tmp_path / "first"
+    shutil.copytree(chain.run, first)
     second = tmp_path / "second"
     train_script.main(["--config", str(QUICK), f"output_dir={second}", f"data.root={chain.data}", "data.workers=0",
                        "train.progress=false", "train.epochs=1", "train.steps_per_epoch=1", "train.save_every=1",
                        "eval.after_train=false", f"model.vlm.tokenizer={chain.release}", "train.init=checkpoint",
-                       f"train.init_checkpoint={chain.run}"])
+                       f"train.init_checkpoint={first}"])
     base = json.loads((second / "checkpoints" / "step_00000001" / "base.json").read_text())
-    first = json.loads((chain.run / "checkpoints" / "step_00000003" / "base.json").read_text())
-    assert base["sources"]["release"] == str(chain.release) and base["digest"] == first["digest"]
-    evaluate("--run", str(second), f"eval.output_dir={tmp_path / 'eval'}", "eval.limit=2")
+    original = json.loads((first / "checkpoints" / "step_00000003" / "base.json").read_text())
+    assert base["sources"]["release"] == str(chain.release) and base["digest"] == original["digest"]
+    shutil.rmtree(first)
+    res = evaluate("--run", str(second), f"eval.output_dir={tmp_path / 'eval'}", "eval.limit=2")
+    assert res["num_samples"] == 2
 
 
 # ------------------------------------------------------------------------------------------------ stale results

@@ -53,7 +53,9 @@ class VLMConfig:
     seg_query: Literal["before", "on"] = "before"
     """``before``: the hidden state of the token preceding [SEG] (official, spec 1.7); ``on``: [SEG] itself."""
     mean_resizing: bool = False
-    """Initialisation of new embedding rows. Official (transformers 4.31): Normal(0, 0.02), i.e. not mean-resized."""
+    """Initialisation of the ``embed_tokens``/``lm_head`` rows of tokens new to the checkpoint ([SEG], <im_start>,
+    <im_end> on llava-hf, whose padded matrices already have rows there). ``false``: official (transformers 4.31
+    ``resize_token_embeddings``): fresh Normal(0, initializer_range=0.02) rows; ``true``: the mean of the other rows."""
     gradient_checkpointing: bool = False
     model_max_length: int = 2048
     """Maximum length in tokens after image expansion."""

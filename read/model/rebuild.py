@@ -1,9 +1,9 @@
 """One way to rebuild a run's model, used by training, evaluation, merge and everything after them.
 
 A model is always: the architecture and base weights the config builds (``build_read_model``, seeded with
-``train.seed`` so random tiny parts are reproduced), then the base weights ``train.init`` names (an official
-release folder for ``released``; for ``checkpoint``, the release the source checkpoint's base came from, as its
-``base.json`` records), then the weights asked for:
+``train.seed`` so random tiny parts are reproduced), then the official release its base comes from (``train.init:
+released`` names it; otherwise the ``base.json`` of the checkpoint being loaded, or of the ``train.init: checkpoint``
+source, records it), then the weights asked for:
 
 * ``trainable``: one of our checkpoints or run directories. Its ``base.json`` must equal the rebuilt base exactly
   (:class:`read.model.fingerprint.BaseRecord`), so trainable weights can never be combined with another base;
@@ -84,20 +84,34 @@ def _existing(path: str | Path | None, key: str) -> Path:
     return p
 
 
-def init_release(cfg: ReadConfig) -> Path | None:
-    """The official release folder whose weights form the base of runs with this config, if any.
+def init_release(cfg: ReadConfig, checkpoint: Path | None = None) -> Path | None:
+    """The official release folder whose weights form the base, if any.
 
-    ``train.init: released`` names it; ``train.init: checkpoint`` inherits the release recorded in the source
-    checkpoint's ``base.json`` (a fine-tune of a fine-tune of SESAME still sits on SESAME's frozen weights).
+    ``train.init: released`` names it (``train.init_checkpoint``). Otherwise the base record of a checkpoint says
+    which release its base came from: the checkpoint being loaded (``checkpoint``), or, for ``train.init:
+    checkpoint``, the source checkpoint (a fine-tune of a fine-tune of SESAME still sits on SESAME's frozen weights).
+    Reading the loaded checkpoint's own record means a stage-2 run stays loadable after stage 1 is deleted.
+
+    Raises:
+        FileNotFoundError: the release (or the source checkpoint) no longer exists; the message says how to
+            point at a moved release.
     """
     t = cfg.train
     if t.init == "released":
         return _existing(t.init_checkpoint, "train.init_checkpoint")
-    if t.init == "checkpoint":
-        source = resolve_checkpoint(_existing(t.init_checkpoint, "train.init_checkpoint"))
-        release = read_base_record(source).sources.get("release")
-        return _existing(release, f"the base release recorded in {source}/base.json") if release else None
-    return None
+    if checkpoint is None and t.init == "checkpoint":
+        checkpoint = resolve_checkpoint(_existing(t.init_checkpoint, "train.init_checkpoint"))
+    if checkpoint is None:
+        return None
+    release = read_base_record(checkpoint).sources.get("release")
+    if not release:
+        return None
+    if not Path(release).exists():
+        raise FileNotFoundError(
+            f"{checkpoint}/base.json: the release this checkpoint's base came from, {release}, does not exist; "
+            "if it moved, pass train.init=released train.init_checkpoint=<its new folder>"
+        )
+    return Path(release)
 
 
 def _sources(cfg: ReadConfig, release: Path | None) -> dict:
@@ -117,10 +131,11 @@ def _build(cfg: ReadConfig):
     return build_read_model(cfg)
 
 
-def _build_base(cfg: ReadConfig) -> tuple[ReadModel, ReadTokenizer, Path | None, BaseRecord]:
+def _build_base(cfg: ReadConfig, checkpoint: Path | None = None
+                ) -> tuple[ReadModel, ReadTokenizer, Path | None, BaseRecord]:
     from read.model.convert import load_released_checkpoint
 
-    release = init_release(cfg)
+    release = init_release(cfg, checkpoint)
     model, tokenizer = _build(cfg)
     if release is not None:
         load_released_checkpoint(model, tokenizer, release)
@@ -152,7 +167,7 @@ def rebuild(cfg: ReadConfig, weights: str | Path | None) -> BuiltModel:
     path = Path(weights)
     kind = weights_kind(path)
     if kind == "trainable":
-        model, tokenizer, release, base = _build_base(cfg)
+        model, tokenizer, release, base = _build_base(cfg, resolve_checkpoint(path))
         loaded = load_trainable(model, path, ours=base)
         return BuiltModel(model, tokenizer, base, loaded, kind, model_digest(model, base), release)
     model, tokenizer = _build(cfg)
@@ -197,7 +212,8 @@ def check_paths(cfg: ReadConfig, weights: str | Path | None = None, *, weights_k
             problems.append(f"{key}: {text} does not exist{env_source(cfg, key)}")
 
     need(weights_key, weights)
-    if cfg.train.init != "llava":
+    # a checkpoint init only matters before training: loading weights reads the base from their own record
+    if cfg.train.init == "released" or (cfg.train.init == "checkpoint" and weights is None):
         need("train.init_checkpoint", cfg.train.init_checkpoint)
     need("model.sam.checkpoint", cfg.model.sam.checkpoint)
     need("model.vlm.tokenizer", cfg.model.vlm.tokenizer, always=False)
