@@ -26,7 +26,7 @@ import torch
 from read.config import load_config
 from read.eval.run import format_metrics, run_evaluation
 from read.utils import distributed as dist
-from read.utils.device import get_device
+from read.utils.device import resolve_device
 from read.utils.logging import get_logger
 
 log = get_logger()
@@ -57,16 +57,14 @@ def main(argv: list[str] | None = None) -> dict:
 
     check_paths(cfg, weights, weights_key="eval.weights" if cfg.eval.weights else "--run")
     check_eval_split(cfg)  # the split's files exist (cheap); check_eval_data below parses it
+    device = resolve_device(cfg.device, dist.get_local_rank())  # auto/cuda -> cuda:LOCAL_RANK
+    if device.type == "cuda":
+        torch.cuda.set_device(device)  # before NCCL starts, so every rank talks from its own GPU
     if int(os.environ.get("WORLD_SIZE", 1)) > 1 and not dist.is_initialized():
-        torch.distributed.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
+        torch.distributed.init_process_group("nccl" if device.type == "cuda" else "gloo")
     check_eval_data(cfg)  # the split exists and parses, before the model is built
-    if cfg.device == "auto" and torch.cuda.is_available():
-        device = torch.device("cuda", dist.get_local_rank())
-        torch.cuda.set_device(device)
-    else:
-        device = get_device(cfg.device)
-    built = rebuild(cfg, weights)  # config + train.init + weights, base checked exactly
-    model = built.model.to(device).eval()
+    built = rebuild(cfg, weights, device)  # config + train.init + weights, base checked exactly; on the device
+    model = built.model.eval()
     result = run_evaluation(cfg, model, built.tokenizer, device=device, weights=built.weights,
                             weights_digest=built.digest, overwrite=args.overwrite)
     if dist.is_main():

@@ -21,7 +21,7 @@ import torch
 
 from read.config import ReadConfig, load_config, save_config
 from read.utils import distributed as dist
-from read.utils.device import get_device, seed_everything
+from read.utils.device import resolve_device, seed_everything
 from read.utils.logging import get_logger
 
 ROOT = Path(__file__).resolve().parent
@@ -44,11 +44,9 @@ def setup_distributed(cfg: ReadConfig) -> tuple[int, int, torch.device]:
         dist.single_process_env_defaults()
         deepspeed.init_distributed(dist_backend="nccl" if torch.cuda.is_available() else "gloo")
     rank, world = dist.get_rank(), dist.get_world_size()
-    if cfg.device == "auto" and torch.cuda.is_available():
-        device = torch.device("cuda", dist.get_local_rank())
+    device = resolve_device(cfg.device, dist.get_local_rank())  # auto/cuda -> cuda:LOCAL_RANK
+    if device.type == "cuda":
         torch.cuda.set_device(device)
-    else:
-        device = get_device(cfg.device)
     return rank, world, device
 
 
@@ -95,9 +93,9 @@ def main(argv: list[str] | None = None) -> dict:
     if dist.is_main():
         save_config(cfg, out_dir)
     t0 = time.time()
-    built = build_for_training(cfg)  # seeded: same initial weights on every rank; train.init applied
+    # seeded: the same initial weights on every rank; train.init applied; weights loaded straight onto the device
+    built = build_for_training(cfg, device)
     model, tokenizer = built.model, built.tokenizer
-    model.to(device)
     counts = count_parameters(model)
     if dist.is_main():
         init = f"; init {cfg.train.init} {built.weights or built.release or ''}".rstrip()

@@ -274,6 +274,7 @@ def plant(path: Path, marker: Path) -> None:
         path.write_bytes(pickle.dumps(_Evil(marker)))
 
 
+@pytest.mark.process_group
 @pytest.mark.parametrize("engine", ["torch", "deepspeed"])
 def test_planted_pickles_never_execute_on_resume(engine, tmp_path, data):
     import train as train_script

@@ -229,6 +229,8 @@ def validate(cfg: ReadConfig, src: str = "<config>") -> None:
         raise ConfigError(f"{src}: train.report_to: unknown reporter {bad[0]!r} (jsonl, tensorboard, wandb)")
     if t.init != "llava" and not t.init_checkpoint:
         raise ConfigError(f"{src}: train.init={t.init} needs train.init_checkpoint")
+    if t.optimizer == "deepspeed_fused_adam" and t.engine == "torch":
+        raise ConfigError(f"{src}: train.optimizer=deepspeed_fused_adam needs train.engine=deepspeed (or auto on CUDA)")
     if t.keep_best is not None and not t.eval_every:
         raise ConfigError(f"{src}: train.keep_best={t.keep_best} needs train.eval_every (validation steps)")
     if t.eval_every is not None and t.eval_every < 1:

@@ -28,6 +28,10 @@ class TinyLlavaConfig:
     patch_size: int = 14
     tokenizer_vocab_size: int = 600
     """Size of the SentencePiece model trained in memory for the tiny tokenizer."""
+    vocab_rows: int | None = None
+    """Rows of ``embed_tokens``/``lm_head`` (``null``: the tokenizer's size). Larger pads them like llava-hf
+    (32064 for the random full-size model of ``configs/model/read_7b_random.yaml``); padding rows are outside the
+    output vocabulary."""
 
 
 @dataclass
@@ -205,6 +209,11 @@ class TrainConfig:
     betas: list[float] = field(default_factory=lambda: [0.9, 0.95])
     eps: float = 1e-8
     weight_decay: float = 0.0
+    optimizer: Literal["adamw", "adamw_fused", "deepspeed_fused_adam"] = "adamw"
+    """AdamW implementation (same update rule). ``adamw``: ``torch.optim.AdamW`` (no compiler needed, the
+    default); ``adamw_fused``: its fused kernel (``fused=True``, CUDA or CPU); ``deepspeed_fused_adam``: DeepSpeed's
+    FusedAdam (what the official run used), JIT-compiled with nvcc on first use, CUDA only, needs a CUDA toolkit
+    matching torch's."""
     warmup_steps: int = 100
     """Linear warm-up from 0 (DeepSpeed WarmupDecayLR), then linear decay to 0 at epochs x steps_per_epoch."""
     grad_clip: float = 1.0

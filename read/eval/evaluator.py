@@ -13,6 +13,10 @@ Protocols (spec 5):
 Every processed item appends one JSON line to ``records.rank{r}.jsonl`` (flushed), so an interrupted run resumes
 where it stopped and several processes (torchrun / deepspeed launcher) each take every world-th item; rank 0 merges
 all records into ``results.json``. The SAM image embedding is computed once per image for all of its queries.
+
+Batches are read and collated by ``data.workers`` DataLoader worker processes (0: on the main thread) while the
+model runs, pinned and copied without blocking on CUDA; items, order, batches and records do not depend on the
+number of workers. A worker's exception is re-raised as itself (e.g. the DataError naming a corrupt image).
 """
 
 from __future__ import annotations
@@ -23,12 +27,14 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from torch.utils.data import DataLoader
 
 from read.config import ReadConfig, to_dict
 from read.data.base import Sample
-from read.data.collate import collate
 from read.eval import metrics as M
-from read.model.llava_backbone import clip_image_size, num_image_tokens
+from read.eval.loader import EvalCollator, WorkerFailure, eval_loader
+from read.model.batch import Batch
+from read.model.llava_backbone import clip_image_size
 from read.utils import distributed as dist
 from read.utils.logging import get_logger
 
@@ -69,6 +75,8 @@ class Evaluator:
         self.dtype = next(model.llava.parameters()).dtype
         self.conv = self.e.conv_template or cfg.model.vlm.conv_template
         self.rank, self.world = dist.get_rank(), dist.get_world_size()
+        self.collator = EvalCollator.for_model(tokenizer, model, cfg, self.conv)
+        self.pin_memory = torch.device(device).type == "cuda"
 
     # ---------------------------------------------------------------------------------------------------------
     def records_path(self, rank: int) -> Path:
@@ -96,17 +104,27 @@ class Evaluator:
                     out[int(rec["index"])] = rec
         return out
 
-    def collate(self, samples: list[Sample]):
-        m = self.model
-        return collate(samples, self.tokenizer, num_image_tokens=num_image_tokens(m.llava),
-                       clip_size=clip_image_size(m.llava), sam_size=m.sam.img_size,
-                       use_im_start_end=self.cfg.model.vlm.use_im_start_end, conv_template=self.conv)
+    def collate(self, samples: list[Sample]) -> Batch:
+        return self.collator(samples)
+
+    def loader(self, batches: list[list[int]]) -> DataLoader:
+        """Batches ``batches`` (lists of dataset indices) in this order as :class:`EvalItem`, read and collated by
+        ``data.workers`` worker processes (0: on this thread), pinned when evaluating on CUDA."""
+        return eval_loader(self.dataset, batches, self.collator, workers=int(self.cfg.data.workers),
+                           pin_memory=self.pin_memory)
 
     # ---------------------------------------------------------------------------------------------------------
     @torch.no_grad()
-    def predict(self, samples: list[Sample]) -> list[dict]:
-        """Per sample: predicted binary masks per query (numpy bool), and generation details."""
-        batch = self.collate(samples).to(self.device, dtype=self.dtype)
+    def predict(self, samples: list[Sample] | Batch) -> list[dict]:
+        """Per sample: predicted binary masks per query (numpy bool), and generation details. ``samples``: the
+        samples, collated here, or their already collated (host) :class:`Batch`."""
+        return self.predict_batch(samples if isinstance(samples, Batch) else self.collate(samples))
+
+    @torch.no_grad()
+    def predict_batch(self, batch: Batch) -> list[dict]:
+        """:meth:`predict` of a collated host batch (pinned ones are copied to the device without blocking)."""
+        pinned = self.pin_memory and batch.pixel_values_sam.is_pinned()
+        batch = batch.to(self.device, dtype=self.dtype, non_blocking=pinned)
         if self.e.protocol == "teacher_forced":
             out = self.model(batch)
             preds = [(m > 0).cpu().numpy() for m in out.pred_masks]
@@ -117,7 +135,8 @@ class Evaluator:
         gen = greedy_generate(self.model, lb, max_new_tokens=self.e.max_new_tokens, eos_id=self.tokenizer.eos_id,
                               pad_id=self.tokenizer.pad_id)
         row_masks = segment_generated(self.model, lb, gen)
-        results: list[dict] = [{"masks": [], "texts": [], "has_seg": [], "points": None} for _ in samples]
+        results: list[dict] = [{"masks": [], "texts": [], "has_seg": [], "points": None}
+                                for _ in range(batch.num_images)]
         for r, masks in enumerate(row_masks):
             b = int(lb.row_to_image[r])
             h, w = (int(v) for v in lb.image_hw[b])
@@ -177,20 +196,27 @@ class Evaluator:
         self.model.eval()
         overlay_budget = max(0, self.e.overlays - len(list(self.output_dir.glob("overlay_*.png"))))
         t0 = time.time()
+        batches = [todo[start:start + self.e.batch_size] for start in range(0, len(todo), self.e.batch_size)]
+        done_now = 0
         with self.records_path(self.rank).open("a") as fh:
-            for start in range(0, len(todo), self.e.batch_size):
-                idx = todo[start:start + self.e.batch_size]
-                samples = [self.dataset[i] for i in idx]
-                preds = self.predict(samples)
-                for j, (i, s, p) in enumerate(zip(idx, samples, preds, strict=True)):
-                    fh.write(json.dumps(self.record(i, s, p)) + "\n")
-                    if overlay_budget > 0 and self.e.protocol == "teacher_forced":
-                        self.write_overlay(i, s, p, j, preds)
-                        overlay_budget -= 1
-                fh.flush()
-                if bar is not None:
-                    bar.update(len(idx))
-                    bar.set_postfix({"items/s": f"{(start + len(idx)) / max(time.time() - t0, 1e-9):.2f}"})
+            items = iter(self.loader(batches)) if batches else iter(())
+            try:
+                for item in items:
+                    if isinstance(item, WorkerFailure):
+                        item.reraise()
+                    preds = self.predict_batch(item.batch)
+                    for j, (i, s, p) in enumerate(zip(item.indices, item.samples, preds, strict=True)):
+                        fh.write(json.dumps(self.record(i, s, p)) + "\n")
+                        if overlay_budget > 0 and self.e.protocol == "teacher_forced":
+                            self.write_overlay(i, s, p, j, preds)
+                            overlay_budget -= 1
+                    fh.flush()
+                    done_now += len(item.indices)
+                    if bar is not None:
+                        bar.update(len(item.indices))
+                        bar.set_postfix({"items/s": f"{done_now / max(time.time() - t0, 1e-9):.2f}"})
+            finally:
+                del items  # stop the workers now, also when an error keeps this frame alive in its traceback
         if bar is not None:
             bar.close()
         dist.barrier()

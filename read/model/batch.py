@@ -45,14 +45,26 @@ class Batch:
     def num_images(self) -> int:
         return int(self.pixel_values_sam.shape[0])
 
-    def to(self, device: torch.device | str, dtype: torch.dtype | None = None) -> Batch:
-        """Move every tensor to ``device``; cast only the two image tensors to ``dtype`` when given."""
+    def map_tensors(self, fn) -> Batch:  # noqa: ANN001 - fn(field name, tensor) -> tensor
+        """A copy with ``fn(field_name, tensor)`` applied to every tensor (also those in lists)."""
         changes = {}
         for f in fields(self):
             v = getattr(self, f.name)
             if isinstance(v, Tensor):
-                cast = dtype if (dtype is not None and f.name.startswith("pixel_values")) else None
-                changes[f.name] = v.to(device=device, dtype=cast) if cast else v.to(device)
+                changes[f.name] = fn(f.name, v)
             elif isinstance(v, list):
-                changes[f.name] = [t.to(device) for t in v]
+                changes[f.name] = [fn(f.name, t) for t in v]
         return replace(self, **changes)
+
+    def to(self, device: torch.device | str, dtype: torch.dtype | None = None, *, non_blocking: bool = False
+           ) -> Batch:
+        """Move every tensor to ``device``; cast only the two image tensors to ``dtype`` when given.
+
+        The cast happens after the move, so with ``non_blocking`` (pinned host tensors) every copy is asynchronous
+        (casting first would copy an unpinned temporary and block)."""
+
+        def move(name: str, t: Tensor) -> Tensor:
+            t = t.to(device, non_blocking=non_blocking)
+            return t.to(dtype) if dtype is not None and name.startswith("pixel_values") else t
+
+        return self.map_tensors(move)

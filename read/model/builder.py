@@ -143,11 +143,18 @@ def build_point_prompter(cfg: ModelConfig, clip_size: int, sam_size: int):
     return SimilarityAsPoints(cfg.sasp, clip_size=clip_size, sam_size=sam_size)
 
 
-def build_read_model(cfg: ReadConfig | ModelConfig, *, loss_cfg=None) -> tuple[ReadModel, ReadTokenizer]:
-    """Build tokenizer and model from config (CPU). Seeds are the caller's business.
+def build_read_model(cfg: ReadConfig | ModelConfig, *, loss_cfg=None, device: torch.device | None = None
+                     ) -> tuple[ReadModel, ReadTokenizer]:
+    """Build tokenizer and model from config. Seeds are the caller's business.
+
+    Args:
+        device: where the model lives (default: the CPU). Pretrained LLaVA weights are loaded straight onto it and
+            the SAM checkpoint is memory-mapped, so a rank holds no CPU copy of the 7B weights; every random
+            initialisation still happens on the CPU, so the same seed gives the same weights on any device.
 
     Returns:
-        ``(model, tokenizer)``; the model's dtype is ``model.vlm.dtype`` (SAM's prompt encoder stays fp32).
+        ``(model, tokenizer)``; the model's parameter dtype is ``model.vlm.dtype`` (SAM's prompt encoder and every
+        buffer stay fp32).
     """
     if isinstance(cfg, ReadConfig):
         loss_cfg = loss_cfg or cfg.loss
@@ -155,7 +162,7 @@ def build_read_model(cfg: ReadConfig | ModelConfig, *, loss_cfg=None) -> tuple[R
     tokenizer = build_tokenizer(cfg)
     if tokenizer.seg_token_id is None or tokenizer.image_token_id is None:
         raise ValueError("tokenizer lacks the [SEG] or image token")
-    llava = build_llava(cfg.vlm, tokenizer)
+    llava = build_llava(cfg.vlm, tokenizer, device=device)
     hidden = llava.config.text_config.hidden_size
     sam = build_sam(cfg.sam)
     sam.seg_prompt = cfg.seg_prompt
@@ -174,10 +181,32 @@ def build_read_model(cfg: ReadConfig | ModelConfig, *, loss_cfg=None) -> tuple[R
         output_vocab=output_vocab_mask(tokenizer, llava.get_output_embeddings().weight.shape[0]),
     )
     if cfg.lora.enabled:
-        apply_lora(model, cfg)
+        apply_lora(model, cfg)  # peft initialises the LoRA matrices on the CPU, then moves them to the base layer
     set_trainable(model, cfg.trainable)
-    model.to(resolve_dtype(cfg.vlm.dtype))
+    if device is not None:
+        model.to(device)
+    cast_parameters(model, resolve_dtype(cfg.vlm.dtype))
     return model, tokenizer
+
+
+FP32_MODULES = ("sam.prompt_encoder",)
+"""Modules whose parameters stay float32 in every model dtype (``SamMaskHead`` explains why)."""
+
+
+@torch.no_grad()
+def cast_parameters(model: nn.Module, dtype: torch.dtype, keep_fp32: tuple[str, ...] = FP32_MODULES) -> None:
+    """Cast floating-point *parameters* to ``dtype`` in place; buffers and the ``keep_fp32`` modules untouched.
+
+    ``model.to(bf16)`` would also cast buffers: LLaMA's rotary ``inv_freq`` would become bf16 (RoPE off by up to
+    ~0.8 rad at positions 600-700, where the answer and [SEG] sit after the 576 image tokens) and SAM's positional
+    Gaussian matrix would be bf16-rounded. The official model computes both in fp32.
+    """
+    for name, module in model.named_modules():
+        if any(name == k or name.startswith(k + ".") for k in keep_fp32):
+            continue
+        for p in module.parameters(recurse=False):
+            if p.is_floating_point() and p.dtype != dtype:
+                p.data = p.data.to(dtype)
 
 
 def merge_lora(model: nn.Module) -> int:

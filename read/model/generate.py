@@ -37,7 +37,7 @@ Other choices:
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 import torch
@@ -45,6 +45,7 @@ from torch import Tensor
 
 from read.model import llava_backbone as lb
 from read.model.batch import Batch
+from read.model.padding import left_pad, position_ids_from_mask, zero_padded_positions
 from read.model.tokens import gather_image_states
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -52,6 +53,7 @@ if TYPE_CHECKING:  # pragma: no cover
 
 __all__ = [
     "GenerationOutput",
+    "zero_padded_positions",
     "greedy_generate",
     "left_pad",
     "position_ids_from_mask",
@@ -94,41 +96,6 @@ class GenerationOutput:
     @property
     def num_queries(self) -> int:
         return int(self.seg_rows.numel())
-
-
-# --------------------------------------------------------------------------------------------------------------
-# Padding and positions
-# --------------------------------------------------------------------------------------------------------------
-
-
-def left_pad(batch: Batch, pad_id: int) -> Batch:
-    """The same rows with the padding moved to the left (ids and attention mask); labels dropped.
-
-    The attended tokens of each row keep their order and are right-aligned, so this also accepts a batch that is
-    already left-padded. ``gt_masks`` and the image tensors are kept unchanged.
-    """
-    ids, am = batch.input_ids, batch.attention_mask.bool()
-    r, t = ids.shape
-    lengths = am.sum(1)
-    # destination column of every attended token: its rank among the row's attended tokens + the left pad
-    rank = am.long().cumsum(1) - 1
-    dest = rank + (t - lengths)[:, None]
-    new_ids = torch.full_like(ids, pad_id)
-    new_am = torch.zeros_like(batch.attention_mask)
-    row_idx = torch.arange(r, device=ids.device)[:, None].expand(r, t)
-    new_ids[row_idx[am], dest[am]] = ids[am]
-    new_am[row_idx[am], dest[am]] = 1
-    return replace(batch, input_ids=new_ids, attention_mask=new_am, labels=None)
-
-
-def position_ids_from_mask(attention_mask: Tensor) -> Tensor:
-    """``cumsum(mask) - 1`` clamped at 0: real tokens get 0, 1, 2, ... whatever the padding."""
-    return (attention_mask.long().cumsum(-1) - 1).clamp(min=0)
-
-
-# --------------------------------------------------------------------------------------------------------------
-# Generation
-# --------------------------------------------------------------------------------------------------------------
 
 
 def _restrict(logits: Tensor, allowed_vocab: int | None, banned: Tensor, output_vocab: Tensor | None) -> Tensor:
@@ -196,13 +163,14 @@ def greedy_generate(
     # ---- prefill: CLIP once per image, the whole prompt once
     cache = DynamicCache(config=lm.config)
     embeds = lb.embed_inputs(llava, ids, lp.pixel_values_clip, lp.row_to_image)
-    out = lm(
-        inputs_embeds=embeds,
-        attention_mask=am,
-        position_ids=position_ids_from_mask(am),
-        use_cache=True,
-        **lb.cache_kwargs(lm, cache),
-    )
+    with zero_padded_positions(lm, am.bool()):
+        out = lm(
+            inputs_embeds=embeds,
+            attention_mask=am,
+            position_ids=position_ids_from_mask(am),
+            use_cache=True,
+            **lb.cache_kwargs(lm, cache),
+        )
     prefill_hidden = out.last_hidden_state  # [R, T0, C]
     h = prefill_hidden[:, -1]  # state of the last prompt token (left padding: real for every row)
     next_pos = am.sum(1)  # position id of the next token of each row

@@ -42,20 +42,47 @@ IGNORE_INDEX = -100
 
 
 def resolve_attn_implementation(name: str) -> str:
-    """``auto`` -> ``flash_attention_2`` when CUDA and flash-attn are available, else ``sdpa``."""
-    if name != "auto":
-        if name == "flash_attention_2":
-            from transformers.utils import is_flash_attn_2_available
+    """``auto`` -> ``flash_attention_2`` when CUDA is available and flash-attn actually imports, else ``sdpa``.
 
-            if not is_flash_attn_2_available():
-                raise ImportError(
-                    "attn_implementation=flash_attention_2 needs flash-attn: pip install flash-attn --no-build-isolation"
-                )
+    Package metadata (transformers' ``is_flash_attn_2_available``) is not enough: a wheel built for another torch or
+    CUDA is "installed" and then fails to load its extension (``undefined symbol``) when the model is built. So
+    flash-attn is import-tested (``from flash_attn import flash_attn_func`` loads the CUDA extension): under ``auto`` a
+    failure falls back to ``sdpa`` with one warning naming the error; an explicit ``flash_attention_2`` that fails
+    raises ``ImportError``. Any other name is returned unchanged.
+    """
+    hint = "pip install flash-attn --no-build-isolation"
+
+    def flash_attn_import_error() -> str | None:
+        """``None`` when flash-attn and its CUDA extension import, else the error in one line."""
+        from transformers.utils import is_flash_attn_2_available
+
+        if not is_flash_attn_2_available():
+            return "flash-attn is not installed (or transformers does not accept its version)"
+        try:
+            import flash_attn  # noqa: F401
+            from flash_attn import flash_attn_func  # noqa: F401  (loads flash_attn_2_cuda)
+        except Exception as e:  # ImportError, OSError (undefined symbol), RuntimeError, ...
+            return f"import flash_attn failed: {type(e).__name__}: {' '.join(str(e).split())}"
+        return None
+
+    if name == "flash_attention_2":
+        error = flash_attn_import_error()
+        if error is not None:
+            raise ImportError(f"attn_implementation=flash_attention_2 needs a working flash-attn ({error}): {hint}")
+        return name
+    if name != "auto":
         return name
     from transformers.utils import is_flash_attn_2_available
 
-    if torch.cuda.is_available() and is_flash_attn_2_available():
+    if not (torch.cuda.is_available() and is_flash_attn_2_available()):
+        return "sdpa"  # no CUDA, or flash-attn not installed: nothing to warn about
+    error = flash_attn_import_error()
+    if error is None:
         return "flash_attention_2"
+    from read.utils.logging import get_logger
+
+    get_logger().warning("attn_implementation=auto: flash-attn is installed but unusable (%s); using sdpa. "
+                         "Reinstall it for this torch: %s", error, hint)
     return "sdpa"
 
 
@@ -73,11 +100,17 @@ def clip_image_size(llava: LlavaForConditionalGeneration) -> int:
     return int(llava.config.vision_config.image_size)
 
 
-def build_llava(cfg: VLMConfig, tokenizer: ReadTokenizer) -> LlavaForConditionalGeneration:
+def build_llava(cfg: VLMConfig, tokenizer: ReadTokenizer, device: torch.device | None = None
+                ) -> LlavaForConditionalGeneration:
     """Load ``cfg.pretrained`` (hub id or local llava-hf directory) or build a random tiny model.
 
     The model's image-token id is set to the tokenizer's ``<image>`` id, and the embeddings are grown (never
     shrunk: llava-hf pads its vocabulary to 32064) when the tokenizer has more ids than the model has rows.
+
+    Args:
+        device: load the pretrained weights straight onto this device (transformers reads the safetensors shards
+            memory-mapped and places each tensor there), so a process never holds a CPU copy of the 7B weights.
+            ``None``: the CPU.
     """
     from transformers import CLIPVisionConfig, LlamaConfig, LlavaConfig, LlavaForConditionalGeneration
 
@@ -88,7 +121,7 @@ def build_llava(cfg: VLMConfig, tokenizer: ReadTokenizer) -> LlavaForConditional
         if t is None:
             raise ValueError("model.vlm.pretrained is null and model.vlm.tiny is not set")
         text = LlamaConfig(
-            vocab_size=len(tokenizer),
+            vocab_size=max(len(tokenizer), t.vocab_rows or 0),
             hidden_size=t.hidden_size,
             intermediate_size=t.intermediate_size,
             num_hidden_layers=t.num_hidden_layers,
@@ -120,8 +153,10 @@ def build_llava(cfg: VLMConfig, tokenizer: ReadTokenizer) -> LlavaForConditional
         )
         model = LlavaForConditionalGeneration._from_config(conf, attn_implementation=attn, dtype=dtype)
     else:
+        placement = {"device_map": {"": str(device)}} if device is not None and device.type != "cpu" else {}
         try:
-            model = LlavaForConditionalGeneration.from_pretrained(cfg.pretrained, dtype=dtype, attn_implementation=attn)
+            model = LlavaForConditionalGeneration.from_pretrained(cfg.pretrained, dtype=dtype, attn_implementation=attn,
+                                                                  **placement)
         except OSError as e:
             raise OSError(
                 f"cannot load LLaVA from {cfg.pretrained!r}: {e}. Give model.vlm.pretrained as a local directory "
@@ -280,7 +315,7 @@ def causal_lm_loss(
     """Shifted token cross-entropy, mean over every supervised token of every row (official CE).
 
     Logits are formed only where a target exists. With no supervised token the loss is ``0`` (transformers
-    would return NaN), still attached to the graph. With ``output_vocab`` the softmax runs over those rows only
+    would return NaN), still attached to the graph through ``lm_head``. With ``output_vocab`` the softmax runs over those rows only
     (the official vocabulary; see :func:`output_vocab_mask`): rows outside it get no probability and no gradient.
 
     Args:
@@ -291,8 +326,8 @@ def causal_lm_loss(
     """
     shift_labels = labels[:, 1:]
     sel = shift_labels != IGNORE_INDEX
-    if not bool(sel.any()):
-        return hidden.float().sum() * 0.0
+    if not bool(sel.any()):  # 0, but through lm_head: every trainable weight takes part in every backward (ZeRO)
+        return llava.lm_head(hidden[:, :1]).float().sum() * 0.0
     h = hidden[:, :-1][sel]
     targets = shift_labels[sel]
     if output_vocab is None:

@@ -104,17 +104,19 @@ class ReadModel(nn.Module):
         pixel_values_sam: Tensor,
         image_hw: Tensor,
         sam_input_hw: Tensor,
-        image_embeddings: Tensor | None = None,
     ) -> tuple[list[Tensor], object | None]:
         """Masks for the given queries (shared by training and inference).
+
+        The frozen SAM image encoder runs only on the images that have a query (official: every image of the
+        batch, spec 10 / issue "the SAM encoder runs on images that have no [SEG]").
 
         Args:
             hidden: ``[R, T, C]``; input_ids: ``[R, T]``; queries: P queries.
             pixel_values_sam: ``[B, 3, S, S]``; image_hw, sam_input_hw: ``[B, 2]``.
-            image_embeddings: precomputed ``[B, D, e, e]`` SAM embeddings (computed here when ``None``).
 
         Returns:
-            (per-image ``[n_b, H_b, W_b]`` fp32 logits, point prompts or ``None``).
+            (per-image ``[n_b, H_b, W_b]`` fp32 logits (``n_b = 0`` for an image without query), point prompts or
+            ``None``).
         """
         seg_hidden = hidden[queries.rows, queries.cols]  # [P, C]
         points = None
@@ -124,18 +126,42 @@ class ReadModel(nn.Module):
             points = self.point_prompter(image_hidden, seg_hidden, image_hw[queries.image])
             coords, labels = points.coords, points.labels
         seg_embeddings = self.text_hidden_fcs(seg_hidden)  # [P, D]
-        if image_embeddings is None:
-            image_embeddings = self.sam.encode_images(pixel_values_sam)
-        masks = self.sam(
-            image_embeddings,
-            seg_embeddings,
-            queries.image,
-            sam_input_hw,
-            image_hw,
-            coords=coords,
-            labels=labels,
-        )
+        used, local = torch.unique(queries.image, sorted=True, return_inverse=True)
+        per_used: list[Tensor] = []
+        if used.numel():
+            per_used = self.sam(
+                self.sam.encode_images(pixel_values_sam[used]),
+                seg_embeddings,
+                local,
+                sam_input_hw[used],
+                image_hw[used],
+                coords=coords,
+                labels=labels,
+            )
+        slot = {int(b): k for k, b in enumerate(used.tolist())}
+        masks = []
+        for b in range(pixel_values_sam.shape[0]):
+            if b in slot:
+                masks.append(per_used[slot[b]])
+            else:
+                h, w = (int(v) for v in image_hw[b])
+                masks.append(hidden.new_zeros(0, h, w, dtype=torch.float32))
         return masks, points
+
+    def idle_module_term(self, hidden: Tensor, batch: Batch) -> Tensor:
+        """A term of value 0 whose graph runs the [SEG] projection, SasP and the SAM mask decoder on one dummy query
+        (the state at row 0, position 0, on that row's image).
+
+        Added to the loss of a micro-batch without any [SEG] (VQA rows, false premises): under ZeRO-2 every
+        trainable parameter must receive a gradient in every backward pass, in the same order on every rank, or the
+        bucketed gradient reduction fails or mixes parameters. Running the same code path as real queries keeps
+        the order identical. Returns a 0-dim fp32 tensor.
+        """
+        dummy = SegQueries(rows=hidden.new_zeros(1, dtype=torch.long), cols=hidden.new_zeros(1, dtype=torch.long),
+                           image=batch.row_to_image[:1])
+        masks, _ = self.segment(hidden, batch.input_ids, dummy, batch.pixel_values_sam, batch.image_hw,
+                                batch.sam_input_hw)
+        return sum(m.sum() for m in masks) * 0.0
 
     def compute_loss(self, hidden: Tensor, labels: Tensor, pred_masks: list[Tensor], gt_masks: list[Tensor]) -> LossOutput:
         """Weighted CE + BCE + Dice (spec 3.4)."""
@@ -161,6 +187,8 @@ class ReadModel(nn.Module):
         loss = None
         if batch.labels is not None and batch.gt_masks is not None:
             loss = self.compute_loss(hidden, batch.labels, pred_masks, batch.gt_masks)
+            if queries.rows.numel() == 0 and torch.is_grad_enabled():
+                loss.total = loss.total + self.idle_module_term(hidden, batch)
         logits = lb.lm_logits(self.llava, hidden, self.output_vocab) if return_logits else None
         return ReadOutput(loss=loss, pred_masks=pred_masks, queries=queries, points=points, logits=logits)
 

@@ -20,6 +20,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Literal
 
+import torch
+
 from read.config import ReadConfig
 from read.model.fingerprint import BaseRecord, base_record, model_digest
 from read.model.run_weights import load_trainable, read_base_record
@@ -124,28 +126,28 @@ def _sources(cfg: ReadConfig, release: Path | None) -> dict:
     }
 
 
-def _build(cfg: ReadConfig):
+def _build(cfg: ReadConfig, device: torch.device | None):
     from read.model.builder import build_read_model
 
     seed_everything(cfg.train.seed)
-    return build_read_model(cfg)
+    return build_read_model(cfg, device=device)
 
 
-def _build_base(cfg: ReadConfig, checkpoint: Path | None = None
+def _build_base(cfg: ReadConfig, checkpoint: Path | None = None, device: torch.device | None = None
                 ) -> tuple[ReadModel, ReadTokenizer, Path | None, BaseRecord]:
     from read.model.convert import load_released_checkpoint
 
     release = init_release(cfg, checkpoint)
-    model, tokenizer = _build(cfg)
+    model, tokenizer = _build(cfg, device)
     if release is not None:
         load_released_checkpoint(model, tokenizer, release)
     return model, tokenizer, release, base_record(model, _sources(cfg, release))
 
 
-def build_for_training(cfg: ReadConfig) -> BuiltModel:
+def build_for_training(cfg: ReadConfig, device: torch.device | None = None) -> BuiltModel:
     """The model a run with ``cfg`` starts from: built, ``train.init`` applied (a ``checkpoint`` init is loaded
-    strictly, its base checked exactly)."""
-    model, tokenizer, release, base = _build_base(cfg)
+    strictly, its base checked exactly). ``device``: where to build it (see ``build_read_model``)."""
+    model, tokenizer, release, base = _build_base(cfg, None, device)
     weights = None
     kind: WeightsKind = "built"
     if cfg.train.init == "checkpoint":
@@ -154,8 +156,9 @@ def build_for_training(cfg: ReadConfig) -> BuiltModel:
     return BuiltModel(model, tokenizer, base, weights, kind, model_digest(model, base), release)
 
 
-def rebuild(cfg: ReadConfig, weights: str | Path | None) -> BuiltModel:
-    """Rebuild the model ``cfg`` describes with ``weights`` loaded strictly (see the module docstring).
+def rebuild(cfg: ReadConfig, weights: str | Path | None, device: torch.device | None = None) -> BuiltModel:
+    """Rebuild the model ``cfg`` describes with ``weights`` loaded strictly (see the module docstring), on
+    ``device`` (default: the CPU; building on the GPU keeps the weights out of host memory).
 
     Raises:
         FileNotFoundError: ``weights`` or a path the config names does not exist (named).
@@ -163,14 +166,14 @@ def rebuild(cfg: ReadConfig, weights: str | Path | None) -> BuiltModel:
             fit the model or its base (the first offending key or tensor is named).
     """
     if weights is None:
-        return build_for_training(cfg)
+        return build_for_training(cfg, device)
     path = Path(weights)
     kind = weights_kind(path)
     if kind == "trainable":
-        model, tokenizer, release, base = _build_base(cfg, resolve_checkpoint(path))
+        model, tokenizer, release, base = _build_base(cfg, resolve_checkpoint(path), device)
         loaded = load_trainable(model, path, ours=base)
         return BuiltModel(model, tokenizer, base, loaded, kind, model_digest(model, base), release)
-    model, tokenizer = _build(cfg)
+    model, tokenizer = _build(cfg, device)
     if kind == "full":
         from safetensors.torch import load_file
 

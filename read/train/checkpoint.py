@@ -160,21 +160,40 @@ def save_checkpoint(output_dir: Path, step: int, model: nn.Module, engine, train
     return final
 
 
+def read_trainer_state(path: Path) -> dict:
+    """A checkpoint's ``trainer_state.json`` (a malformed file is a ``ValueError`` naming it)."""
+    file = Path(path) / "trainer_state.json"
+    try:
+        return json.loads(file.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as e:
+        raise ValueError(f"{file}: unreadable ({type(e).__name__}: {e})") from e
+
+
 def load_checkpoint(path: Path, model: nn.Module, engine, *, base: BaseRecord | None = None) -> dict:
     """Restore engine state, trainable weights (base checked exactly) and this rank's RNG; return the trainer
-    state."""
+    state.
+
+    Raises:
+        ValueError: the checkpoint was written by another number of processes (the optimiser shards, the RNG
+            states and the data order all depend on it): the message says how to continue from its weights.
+    """
     path = Path(path)
     if not is_complete(path):
         raise FileNotFoundError(f"{path}: not a complete checkpoint")
+    state = read_trainer_state(path)
+    saved_world, world = int(state.get("world_size", 1)), dist.get_world_size()
+    if saved_world != world:
+        raise ValueError(
+            f"{path} was written by {saved_world} process(es) but this run has {world}: resuming needs the same "
+            f"number (optimiser shards, RNG states and data order are per rank). Resume with {saved_world}, or start "
+            f"a new run from its weights: train.init=checkpoint train.init_checkpoint={path} --no_auto_resume"
+        )
     engine.load(path / "engine")
     load_trainable(model, path, ours=base)
     rng_dir = path / "rng"
     if (rng_dir / f"rank{dist.get_rank()}.json").is_file():
         set_rng_state(load_rng_state(rng_dir, dist.get_rank()))
-    try:
-        return json.loads((path / "trainer_state.json").read_text(encoding="utf-8"))
-    except (OSError, ValueError) as e:
-        raise ValueError(f"{path / 'trainer_state.json'}: unreadable ({type(e).__name__}: {e})") from e
+    return state
 
 
 # --------------------------------------------------------------------------------------------------------------

@@ -31,7 +31,7 @@ def build_deepspeed_config(cfg: ReadConfig, *, world_size: int = 1, cpu: bool = 
 
     Args:
         world_size: data-parallel processes (``train_batch_size = micro x accumulation x world``).
-        cpu: use torch's AdamW inside DeepSpeed (``torch_adam``), avoiding the fused-Adam JIT build on CPU.
+        cpu: building for the CPU accelerator (``train.optimizer=deepspeed_fused_adam`` is refused there).
         root: directory the knobs path is relative to (default: the current directory).
     """
     t = cfg.train
@@ -50,8 +50,14 @@ def build_deepspeed_config(cfg: ReadConfig, *, world_size: int = 1, cpu: bool = 
     zero["stage"] = t.zero_stage
     dtype = cfg.model.vlm.dtype
     params: dict[str, Any] = {"lr": t.lr, "betas": list(t.betas), "eps": t.eps, "weight_decay": t.weight_decay}
-    if cpu:
+    if t.optimizer == "deepspeed_fused_adam":
+        if cpu:
+            raise ValueError("train.optimizer=deepspeed_fused_adam needs CUDA (DeepSpeed's FusedAdam is a CUDA kernel); "
+                             "use adamw or adamw_fused")
+    else:  # torch.optim.AdamW inside DeepSpeed: nothing to compile
         params["torch_adam"] = True
+        if t.optimizer == "adamw_fused":
+            params["fused"] = True
     ds = {
         **knobs,
         "train_micro_batch_size_per_gpu": t.batch_size,

@@ -37,14 +37,25 @@ def trainable_parameters(model: nn.Module) -> list[nn.Parameter]:
 
 
 class TorchEngine:
-    """Plain PyTorch: AdamW (betas, eps, weight decay from config) + the WarmupDecayLR schedule."""
+    """Plain PyTorch: AdamW (betas, eps, weight decay, fused or not from config) + the WarmupDecayLR schedule.
+
+    In bf16/fp16 the optimiser runs on fp32 master copies of the trainable weights (as DeepSpeed does): gradients
+    are copied to the masters, clipped and applied there, and the model's low-precision weights are refreshed from
+    them. Pure-bf16 AdamW would lose every update smaller than bf16's resolution. The masters are saved with the
+    engine state, so a resumed run continues from the exact fp32 values.
+    """
 
     def __init__(self, model: nn.Module, cfg: ReadConfig) -> None:
         t = cfg.train
         self.module = model
         self.params = trainable_parameters(model)
+        self.mixed = any(p.dtype != torch.float32 for p in self.params)
+        self.masters = ([p.detach().float().clone().requires_grad_(True) for p in self.params]
+                        if self.mixed else None)
+        kwargs = {"fused": True} if t.optimizer == "adamw_fused" else {}
         self.optimizer = torch.optim.AdamW(
-            self.params, lr=t.lr, betas=tuple(t.betas), eps=t.eps, weight_decay=t.weight_decay
+            self.masters or self.params, lr=t.lr, betas=tuple(t.betas), eps=t.eps, weight_decay=t.weight_decay,
+            **kwargs
         )
         self.scheduler = WarmupDecaySchedule(
             self.optimizer, max_lr=t.lr, total_steps=t.epochs * t.steps_per_epoch, warmup_steps=t.warmup_steps
@@ -69,11 +80,20 @@ class TorchEngine:
         self.micro_steps += 1
         if not boundary:
             return
+        updated = self.masters or self.params
+        if self.masters is not None:
+            for p, m in zip(self.params, self.masters, strict=True):
+                m.grad = None if p.grad is None else p.grad.float()
+                p.grad = None
         if self.grad_clip > 0:
-            torch.nn.utils.clip_grad_norm_(self.params, self.grad_clip)
+            torch.nn.utils.clip_grad_norm_(updated, self.grad_clip)
         self.optimizer.step()
         self.scheduler.step()
         self.optimizer.zero_grad(set_to_none=True)
+        if self.masters is not None:
+            with torch.no_grad():
+                for p, m in zip(self.params, self.masters, strict=True):
+                    p.copy_(m)
         self.global_steps += 1
 
     def get_lr(self) -> float:
@@ -87,6 +107,7 @@ class TorchEngine:
                 "scheduler": self.scheduler.state_dict(),
                 "micro_steps": self.micro_steps,
                 "global_steps": self.global_steps,
+                "masters": [m.detach() for m in self.masters] if self.masters is not None else None,
             },
             directory / "torch_engine.pt",
         )
@@ -95,6 +116,13 @@ class TorchEngine:
         from read.train.safe_load import safe_torch_load
 
         state = safe_torch_load(directory / "torch_engine.pt", map_location="cpu")
+        if (state.get("masters") is None) != (self.masters is None):
+            raise ValueError(f"{directory / 'torch_engine.pt'}: saved with another precision (fp32 master weights "
+                             f"{'present' if state.get('masters') is not None else 'absent'}); keep model.vlm.dtype")
+        if self.masters is not None:
+            with torch.no_grad():
+                for m, saved in zip(self.masters, state["masters"], strict=True):
+                    m.copy_(saved)
         self.optimizer.load_state_dict(state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])
         self.micro_steps = int(state["micro_steps"])
@@ -127,10 +155,20 @@ class DeepSpeedEngine:
         if not is_initialized():
             single_process_env_defaults()
         self.ds_config = build_deepspeed_config(cfg, world_size=world_size, cpu=cpu, root=root)
+        # DeepSpeed casts every parameter to bf16/fp16 (buffers are kept): the frozen SAM prompt encoder, which this
+        # project keeps exactly fp32 (read.model.builder.FP32_MODULES), is restored afterwards, bit for bit.
+        from read.model.builder import FP32_MODULES
+
+        keep = {n: p.detach().clone() for n, p in model.named_parameters()
+                if not p.requires_grad and any(n.startswith(k + ".") for k in FP32_MODULES)}
         self.engine, self.optimizer, _, self.scheduler = deepspeed.initialize(
             model=model, model_parameters=trainable_parameters(model), config=self.ds_config
         )
         self.module = self.engine.module
+        with torch.no_grad():
+            for n, p in self.module.named_parameters():
+                if n in keep:
+                    p.data = keep[n].to(p.device)
         from read.train.safe_load import install_safe_deepspeed_loader
 
         install_safe_deepspeed_loader(self.engine)

@@ -121,7 +121,8 @@ class Trainer:
         return True
 
     def save(self) -> Path:
-        trainer_state = {"trainer": asdict(self.state), "total_steps": self.total_steps}
+        trainer_state = {"trainer": asdict(self.state), "total_steps": self.total_steps,
+                         "world_size": dist.get_world_size()}
         path = ckpt.save_checkpoint(self.output_dir, self.state.global_step, self.model, self.engine,
                                     trainer_state, base=self.base, keep_last=self.cfg.train.keep_last)
         if dist.is_main():

@@ -50,9 +50,20 @@ def all_reduce_sum(t: torch.Tensor) -> torch.Tensor:
     return out
 
 
-def single_process_env_defaults(port: int = 29500) -> None:
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on right now."""
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def single_process_env_defaults(port: int | None = None) -> None:
     """Without a launcher, DeepSpeed falls into MPI discovery (and fails without mpi4py). Give it the env of a
-    one-process world unless a launcher already set it."""
-    for k, v in (("RANK", "0"), ("LOCAL_RANK", "0"), ("WORLD_SIZE", "1"), ("MASTER_ADDR", "127.0.0.1"),
-                 ("MASTER_PORT", str(port))):
+    one-process world unless a launcher already set it. ``port``: ``None`` picks a free one, so two one-process
+    runs on one machine do not collide on 29500."""
+    if "MASTER_PORT" not in os.environ:
+        os.environ["MASTER_PORT"] = str(port if port is not None else free_port())
+    for k, v in (("RANK", "0"), ("LOCAL_RANK", "0"), ("WORLD_SIZE", "1"), ("MASTER_ADDR", "127.0.0.1")):
         os.environ.setdefault(k, v)
