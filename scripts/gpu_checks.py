@@ -118,9 +118,13 @@ def check_rope(tiny: bool, device: torch.device) -> dict:
     def cos(a, b):
         return float(torch.nn.functional.cosine_similarity(a[0, tail], b[0, tail], dim=-1).mean())
 
+    with torch.no_grad():  # logits at the text positions: how often the bf16 model's next token is the fp32 one's
+        top16 = m16.llava.lm_head(h16[0, tail].to(torch.bfloat16)).argmax(-1)
+        top32 = m32.llava.lm_head(h32[0, tail]).argmax(-1)
     report = {"tokens": int(batch.input_ids.shape[1]), "text_positions": [n_img, int(batch.input_ids.shape[1])],
               "inv_freq_fp32_exact": bool(exact), "cosine_bf16_vs_fp32": cos(h16, h32),
-              "cosine_bf16_rounded_inv_freq_vs_fp32": cos(h16_rounded, h32)}
+              "cosine_bf16_rounded_inv_freq_vs_fp32": cos(h16_rounded, h32),
+              "top1_logit_agreement_bf16_vs_fp32": float((top16 == top32).float().mean())}
     report["ok"] = exact and report["cosine_bf16_vs_fp32"] >= 0.99
     return report
 
