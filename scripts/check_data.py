@@ -1,6 +1,8 @@
 """Check a data root before training: for every dataset the config names, report found/missing splits, item
 counts, and every unreadable or damaged image and malformed annotation (one line each: file and reason; the walk
-never stops at a bad file); optionally write mask overlays.
+never stops at a bad file); optionally write mask overlays. gRefCOCO is checked when a referring list names
+``grefcoco`` or ``<root>/refer_seg/grefcoco`` exists (items: images of all splits; detail: expressions per split,
+no-target and multi-target counts).
 
     python scripts/check_data.py --root $READ_DATA_ROOT [--config configs/train/read_7b_reasonseg.yaml]
                                  [--limit 200] [--overlays 4 --overlay-dir runs/overlays] [--json report.json]
@@ -115,6 +117,41 @@ def check(name: str, make: Callable[[], object], *, limit: int | None, overlays:
     return rep
 
 
+def grefcoco_counts(ann) -> dict[str, dict[str, int]]:
+    """Per split of a :class:`~read.data.grefer.GRefCOCO`: images, refs, expressions (sentences), and the
+    no-target (``ann_id == [-1]``) and multi-target (several ids) expressions among them."""
+    out = {}
+    for split in ann.splits:
+        refs = ann.refs_by_split(split)
+        out[split] = {
+            "images": len({int(r["image_id"]) for r in refs}),
+            "refs": len(refs),
+            "expressions": sum(len(r["sentences"]) for r in refs),
+            "no_target": sum(len(r["sentences"]) for r in refs if ann.is_no_target(r)),
+            "multi_target": sum(len(r["sentences"]) for r in refs if len(ann.ann_ids(r)) > 1),
+        }
+    return out
+
+
+def grefcoco_job(root: Path) -> tuple[str, Callable[[], object], Callable]:
+    """gRefCOCO: every image of every split (its evaluation items: image, every expression's mask), with the
+    expressions per split and the no-target / multi-target counts as the detail. A missing image or a segmentation
+    that cannot be decoded is reported per image; a ref naming an unknown annotation stops the load (missing)."""
+    from read.data.grefer import GRefCOCO
+    from read.data.gsva_eval import GRefCOCOEvalDataset
+
+    def all_splits():
+        ann = GRefCOCO(root)
+        return Concat([GRefCOCOEvalDataset(root, s) for s in ann.splits])
+
+    def detail(_ds):
+        counts = grefcoco_counts(GRefCOCO(root))
+        return ", ".join(f"{s}: {c['images']} images, {c['expressions']} expressions ({c['no_target']} no-target, "
+                         f"{c['multi_target']} multi-target)" for s, c in counts.items())
+
+    return "refer_seg/grefcoco", all_splits, detail
+
+
 def plan(cfg: DataConfig, root: Path) -> list[tuple[str, Callable[[], object], Callable | None]]:
     """(name, constructor, detail) for every concrete dataset/split the config's mixture keys cover."""
     from read.data import refer, refer_seg, sem_seg, vqa
@@ -131,6 +168,11 @@ def plan(cfg: DataConfig, root: Path) -> list[tuple[str, Callable[[], object], C
                        ("correct_refer_seg", cfg.correct_refer_seg_data)):
         if key in keys:
             refer_names += [n for n in names if n not in refer_names]
+    from read.data import grefer
+
+    if grefer.GREFCOCO in refer_names or (root / "refer_seg" / grefer.GREFCOCO).is_dir():
+        jobs.append(grefcoco_job(root))
+    refer_names = [n for n in refer_names if n != grefer.GREFCOCO]
     for ds_name in refer_names:
         def splits_detail(_ds, n=ds_name):
             a = refer.ReferAnnotations(root, n)

@@ -35,6 +35,11 @@ def test_counts_match_generation(generated, tmp_path, capsys):
         n = c["images"] if isinstance(c, dict) and "images" in c else c
         assert got[f"sem_seg/{name}"]["count"] == n
     assert got["vqa/llava_instruct_150k"]["count"] == counts["vqa"]["items"]
+    g = got["refer_seg/grefcoco"]
+    assert g["count"] == g["checked"] == sum(c["images"] for c in counts["grefcoco"].values())
+    for split, c in counts["grefcoco"].items():
+        assert (f"{split}: {c['images']} images, {c['expressions']} expressions ({c['no_target']} no-target, "
+                f"{c['multi_target']} multi-target)") in g["detail"]
     assert all(r["status"] == "ok" for r in got.values())
     assert "0 missing, 0 with bad items" in capsys.readouterr().out
 
@@ -104,3 +109,41 @@ def test_every_bad_file_is_reported_and_counting_goes_on(generated, tmp_path, ca
     refer_bad = [n for n, r in got.items() if n.startswith("refer_seg/") and r["status"] == "bad"]
     assert "refer_seg/refcoco" in refer_bad and "refer_seg/refclef" not in refer_bad
     assert got["vqa/llava_instruct_150k"]["status"] == "ok" and got["sem_seg/mapillary"]["status"] == "ok"
+
+
+def test_grefcoco_counts_and_bad_items(generated, tmp_path, capsys):
+    src, _ = generated
+    root = tmp_path / "copy"
+    shutil.copytree(src, root)
+    d = root / "refer_seg" / "grefcoco"
+    refs = json.loads((d / "grefs(unc).json").read_text())
+    inst = json.loads((d / "instances.json").read_text())
+    # counted by hand from the files: sentences per split, and those of [-1] refs
+    for split in ("train", "val", "testA", "testB"):
+        rs = [r for r in refs if r["split"] == split]
+        assert check_data.grefcoco_counts(_grefcoco(root))[split] == {
+            "images": len({r["image_id"] for r in rs}), "refs": len(rs),
+            "expressions": sum(len(r["sentences"]) for r in rs),
+            "no_target": sum(len(r["sentences"]) for r in rs if r["ann_id"] == [-1]),
+            "multi_target": sum(len(r["sentences"]) for r in rs if len(r["ann_id"]) > 1)}
+    val_ref = next(r for r in refs if r["split"] == "val" and r["ann_id"] != [-1])
+    img = next(i for i in inst["images"] if i["id"] == val_ref["image_id"])
+    missing = root / "refer_seg/images/mscoco/images/train2014" / img["file_name"]
+    missing.unlink()
+    train_ref = next(r for r in refs if r["split"] == "train" and r["ann_id"] != [-1])
+    bad_ann = next(a for a in inst["annotations"] if a["id"] == train_ref["ann_id"][0])
+    bad_ann["segmentation"] = {"size": [3, 3], "counts": [9]}  # wrong size for its image
+    (d / "instances.json").write_text(json.dumps(inst))
+    report = tmp_path / "r.json"
+    assert check_data.main(["--root", str(root), "--json", str(report)]) == 1
+    got = {r["name"]: r for r in json.loads(report.read_text())}["refer_seg/grefcoco"]
+    assert got["status"] == "bad" and got["checked"] == got["count"] - 2
+    assert any(p.startswith(f"{missing}: ") for p in got["problems"])
+    assert any(p.startswith(f"{d / 'instances.json'}: annotation {bad_ann['id']}: RLE size") for p in got["problems"])
+    assert "BAD  " in capsys.readouterr().out
+
+
+def _grefcoco(root):
+    from read.data.grefer import GRefCOCO
+
+    return GRefCOCO(root)

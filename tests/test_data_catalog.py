@@ -122,3 +122,18 @@ def test_bad_config_names_and_synthetic_roots(root, tmp_path):
         check_train_sources(cfg, empty)
     cfg.data.root = str(root)  # root=None -> data.root
     check_train_sources(cfg)
+
+
+def test_grefcoco_checks_only_stat_paths(root, monkeypatch):
+    cfg = ReadConfig()
+    cfg.data.style = "gsva"
+    cfg.data.refer_seg_data = ["refcoco", "grefcoco"]
+    cfg.eval.dataset, cfg.eval.split = "grefcoco", "testB"
+    _no_reading(monkeypatch)
+    check_train_sources(cfg, root)
+    check_eval_split(cfg, root)
+    (root / "refer_seg" / "grefcoco" / "instances.json").unlink()
+    with pytest.raises(DataError, match=r"data.refer_seg_data: grefcoco needs \S+/grefcoco/instances.json$"):
+        check_train_sources(cfg, root)
+    with pytest.raises(DataError, match=r"eval.dataset: grefcoco, eval.split: testB needs \S+/grefcoco/instances"):
+        check_eval_split(cfg, root)

@@ -108,6 +108,22 @@ def test_teacher_forced_refcoco(trained_run, tmp_path):
     res = evaluate(run, tmp_path / "refcoco", "eval.dataset=refcoco", "eval.split=val")
     assert res["dataset"] == "refcoco" and res["num_queries"] > res["num_samples"] >= 1
     assert "seeded short templates" in res["templates"]
+    # REC precision@0.5 (GSVA 4.3) from the boxes of the masks, recomputed plainly: half-open pixel boxes
+    hits = total = 0
+    for line in (tmp_path / "refcoco" / "records.rank0.jsonl").read_text().splitlines():
+        for q in json.loads(line)["queries"]:
+            if q["gt_box"] is None:
+                continue
+            total += 1
+            p, g = q["pred_box"], q["gt_box"]
+            if p is None:
+                continue
+            iw = max(0, min(p[2], g[2]) - max(p[0], g[0]))
+            ih = max(0, min(p[3], g[3]) - max(p[1], g[1]))
+            inter = iw * ih
+            union = (p[2] - p[0]) * (p[3] - p[1]) + (g[2] - g[0]) * (g[3] - g[1]) - inter
+            hits += inter / union > 0.5
+    assert total > 0 and res["metrics"]["rec_precision_at_0.5"] == pytest.approx(hits / total, abs=1e-12)
 
 
 def test_generate_protocol_and_fp_refcoco(trained_run, tmp_path):

@@ -79,6 +79,9 @@ def _convert(value: Any, tp: Any, key: str) -> Any:
             raise ConfigError(f"{key}: expected a number, got {value!r}")
         return float(value)
     if tp is str:
+        if isinstance(value, list) and len(value) == 1 and isinstance(value[0], str):
+            raise ConfigError(f"{key}: expected a string, got the list {value!r}: quote brackets, "
+                              f"e.g. {key.split('.')[-1]}='[{value[0]}]' on the command line")
         if not isinstance(value, str):
             raise ConfigError(f"{key}: expected a string, got {value!r}")
         return value

@@ -238,7 +238,11 @@ def validate(cfg: ReadConfig, src: str = "<config>") -> None:
     sam = m.sam
     if sam.iou_head_hidden_dim < 1 or sam.iou_head_depth < 1 or sam.num_multimask_outputs < 1:
         raise ConfigError(f"{src}: model.sam.iou_head_hidden_dim/iou_head_depth/num_multimask_outputs must be >= 1")
+    if d.style == "gsva" and not m.vlm.rej_token:
+        raise ConfigError(f"{src}: data.style=gsva answers absent targets with [REJ]: set model.vlm.rej_token='[REJ]'")
     e = cfg.eval
+    if e.dataset == "grefcoco" and not m.vlm.rej_token:
+        raise ConfigError(f"{src}: eval.dataset=grefcoco needs model.vlm.rej_token (GSVA's [REJ])")
     if e.dataset not in EVAL_DATASETS:
         raise ConfigError(f"{src}: eval.dataset: unknown dataset {e.dataset!r} (known: {list(EVAL_DATASETS)})")
     if e.protocol == "fp_refcoco" and not e.dataset.startswith("fprefcoco"):

@@ -51,6 +51,9 @@ class VLMConfig:
     conv_template: Literal["llava_v1", "vicuna_v1"] = "llava_v1"
     """llava_v1 is the training prompt; vicuna_v1 is what the official test/demo scripts use (spec 4.5)."""
     seg_token: str = "[SEG]"
+    rej_token: str | None = None
+    """GSVA's rejection token (``"[REJ]"``): one answer slot per expression, ``[SEG]`` for a target, ``[REJ]`` for an
+    absent one (added right after ``[SEG]``, as GSVA's ``add_task_tokens``). ``null``: READ's vocabulary."""
     image_token: str = "<image>"
     pad_token: str = "<unk>"
     """Official: pad = unk (id 0)."""
@@ -164,6 +167,12 @@ class DataConfig:
 
     root: str | None = None
     """Data root. ``null``: ``$READ_DATA_ROOT`` if set, else ``./dataset``."""
+    style: Literal["read", "gsva"] = "read"
+    """How training samples are phrased. ``read``: the official READ/SESAME datasets (one expression or class per
+    row, false premises). ``gsva``: GSVA's (``data/refer_seg_dataset.py``, ``sem_seg_dataset.py``): up to
+    ``num_classes_per_sample`` expressions or classes in one question, answered slot by slot with ``[SEG]`` for a
+    target and ``[REJ]`` for an absent one (needs ``model.vlm.rej_token``); gRefCOCO (``grefcoco`` in
+    ``refer_seg_data``) is read in this style."""
     datasets: list[str] = field(
         default_factory=lambda: ["sem_seg", "refer_seg", "correct_refer_seg", "vqa", "neg_refer_seg", "reason_seg"]
     )
@@ -243,7 +252,7 @@ class TrainConfig:
 
 
 EVAL_DATASETS = ("reason_seg", "refclef", "refcoco", "refcoco+", "refcocog", "fprefcoco", "fprefcoco+", "fprefcocog",
-                 "R-refcoco", "R-refcoco+", "R-refcocog")
+                 "R-refcoco", "R-refcoco+", "R-refcocog", "grefcoco")
 
 
 @dataclass
@@ -266,6 +275,11 @@ class EvalConfig:
     """``null``: the training prompt (model.vlm.conv_template). ``vicuna_v1``: the official test/demo prompt."""
     multi_seg: Literal["first", "union"] = "first"
     """A generated answer with several [SEG]: score the first mask (official) or their union."""
+    rej_rule: Literal["reeval", "empty"] = "reeval"
+    """gRefCOCO, teacher forced: how a slot the model rejects is scored. ``reeval`` (official GSVA code,
+    ``modeling_lisa_gsva.py``): the [SEG]/[REJ] decision is read from the model's argmax at each slot, then every
+    slot is re-run as [SEG] and scored with its mask; ``empty`` (the paper, 3.4, and ReLA's evaluator): a rejected
+    slot's mask is empty."""
     weights: str | None = None
     """Run directory, checkpoint directory, converted model directory or an official released folder."""
     output_dir: str | None = None

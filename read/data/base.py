@@ -35,7 +35,8 @@ class Sample:
             ``None`` for generation prompts (the prompt then ends with ``"ASSISTANT:"``).
         masks: ``[n, H, W]`` uint8 with values {0, 1, 255}, one per ``[SEG]`` in the answers in row-major order
             (``n`` may be 0: VQA, false premises). ``None`` when the sample has no mask supervision at all.
-        exists: per conversation row, whether the queried target is present (FP / R-RefCOCO, gRefCOCO).
+        exists: per conversation row, whether the queried target is present (FP / R-RefCOCO); for GSVA-style
+            samples and gRefCOCO, per answer slot (expression) instead.
         name: identifier used in errors and logs (usually the image path).
         meta: free-form extras (dataset, split, ids, is_sentence, query kind, ...).
     """

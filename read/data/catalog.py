@@ -5,6 +5,10 @@ first (class lists, annotation JSON/pickle files, image folders: each module's `
 listing folders, reading annotations or decoding images, so ``train.py`` / ``evaluate.py`` can call them before
 building the model. Each raises one :class:`~read.data.base.DataError` naming every missing path together with
 the config key that asked for it.
+
+``data.style`` picks how training samples are phrased: ``read`` (the official READ/SESAME datasets) or ``gsva``
+(:mod:`read.data.gsva`: several expressions or classes per question, ``[SEG]``/``[REJ]`` slots; gRefCOCO is only
+read in this style). :func:`build_eval_dataset` builds every evaluation set, gRefCOCO's included.
 """
 
 from __future__ import annotations
@@ -14,6 +18,7 @@ from pathlib import Path
 
 from read.config import DataConfig, ReadConfig
 from read.data.base import DataError, SegDataset
+from read.data.grefer import GREFCOCO
 from read.data.mixture import MixtureDataset
 
 DEFAULT_ROOT = "dataset"
@@ -27,8 +32,50 @@ def data_root(cfg: DataConfig) -> Path:
     return Path(cfg.root or os.environ.get("READ_DATA_ROOT", DEFAULT_ROOT))
 
 
+def _refer_names(key: str, cfg: DataConfig) -> list[str]:
+    return list(getattr(cfg, REFER_KEYS[key]))
+
+
+def _reject_grefcoco_in_read_style(cfg: DataConfig) -> None:
+    for key, field in REFER_KEYS.items():
+        if key in cfg.datasets and GREFCOCO in getattr(cfg, field):
+            raise ValueError(f"data.{field}: grefcoco is read only with data.style: gsva (its answers need [REJ])")
+
+
+def build_gsva_component(key: str, cfg: DataConfig) -> SegDataset:
+    """One mixture component in GSVA's style (``data.style: gsva``, :mod:`read.data.gsva`).
+
+    ``refer_seg`` / ``neg_refer_seg`` / ``correct_refer_seg``: :class:`~read.data.gsva.GSVAReferSegDataset` over
+    the key's dataset list (``grefcoco`` allowed); ``sem_seg``: :class:`~read.data.gsva.GSVASemSegDataset`;
+    ``reason_seg``: :class:`~read.data.gsva_reason.GSVAReasonSegDataset`; ``vqa``: the project's
+    :class:`~read.data.vqa.VQADataset` (GSVA's VQA draw is LISA's).
+    """
+    root = data_root(cfg)
+    n = cfg.num_classes_per_sample
+    if key in REFER_KEYS:
+        from read.data.gsva import GSVAReferSegDataset
+
+        return GSVAReferSegDataset(root, tuple(_refer_names(key, cfg)), num_classes_per_sample=n, name=key)
+    if key == "sem_seg":
+        from read.data.gsva import GSVASemSegDataset
+
+        return GSVASemSegDataset(root, tuple(cfg.sem_seg_data), num_classes_per_sample=n)
+    if key == "reason_seg":
+        from read.data.gsva_reason import GSVAReasonSegDataset
+
+        return GSVAReasonSegDataset(root, cfg.reason_seg_split, num_classes_per_sample=n)
+    if key == "vqa":
+        from read.data.vqa import VQADataset
+
+        return VQADataset(root)
+    raise KeyError(f"unknown dataset key {key!r}")
+
+
 def build_component(key: str, cfg: DataConfig) -> SegDataset:
-    """One mixture component by its official key (``--dataset`` entries of train_read.py)."""
+    """One mixture component by its official key (``--dataset`` entries of train_read.py), in ``data.style``."""
+    if getattr(cfg, "style", "read") == "gsva":
+        return build_gsva_component(key, cfg)
+    _reject_grefcoco_in_read_style(cfg)
     root = data_root(cfg)
     n = cfg.num_classes_per_sample
     if key == "reason_seg":
@@ -74,6 +121,39 @@ def build_train_mixture(cfg: ReadConfig, *, rank: int = 0, world_size: int = 1) 
                           rank=rank, world_size=world_size, on_error=d.on_error)
 
 
+def build_eval_dataset(cfg: ReadConfig, root: str | os.PathLike | None = None):
+    """The evaluation dataset named by ``cfg.eval`` (answers present for teacher forcing, absent otherwise).
+
+    ``eval.protocol`` ``generate`` / ``fp_refcoco`` -> answers ``None``; ``teacher_forced`` -> the fixed answers.
+
+    * ``reason_seg``: :class:`~read.data.reason_seg.ReasonSegEvalDataset` (``eval.split``, ``eval.subset``);
+    * the refCOCO family, FP- and R-RefCOCO: :class:`~read.data.refer_seg.ReferSegEvalDataset` (``eval.split``,
+      ``eval.template_seed``);
+    * ``grefcoco``: :class:`~read.data.gsva_eval.GRefCOCOEvalDataset` (``eval.split``: ``val``/``testA``/
+      ``testB``), GSVA's fixed question and ``[SEG]``/``[REJ]`` answer; ``masks`` is ``None``, the ground truth
+      is ``meta["gt_masks"]``.
+
+    Args:
+        cfg: the run configuration.
+        root: the data root; ``None`` -> :func:`data_root` of ``cfg.data``.
+    """
+    e = cfg.eval
+    r = Path(root) if root is not None else data_root(cfg.data)
+    generate = e.protocol in ("generate", "fp_refcoco")
+    if e.dataset == "reason_seg":
+        from read.data.reason_seg import ReasonSegEvalDataset
+
+        return ReasonSegEvalDataset(r, e.split, subset=e.subset, generate_prompts=generate)
+    if e.dataset == GREFCOCO:
+        from read.data.gsva_eval import GRefCOCOEvalDataset
+
+        return GRefCOCOEvalDataset(r, e.split, mode="generate" if generate else "teacher_forced")
+    from read.data.refer_seg import ReferSegEvalDataset
+
+    return ReferSegEvalDataset(r, e.dataset, e.split, template_seed=e.template_seed,
+                               mode="generate" if generate else "teacher_forced")
+
+
 # ----------------------------------------------------------------------------------------------------------
 # Fail-early checks (no dataset construction, no decoding)
 # ----------------------------------------------------------------------------------------------------------
@@ -88,10 +168,13 @@ def train_requirements(cfg: ReadConfig, root: Path) -> list[tuple[str, list[Path
 
     Raises:
         ValueError: an unknown mixture key or semantic-segmentation source name.
+    gRefCOCO (``grefcoco`` in a referring list) needs ``data.style: gsva``: a ValueError otherwise.
     """
-    from read.data import reason_seg, refer, sem_seg, vqa
+    from read.data import grefer, reason_seg, refer, sem_seg, vqa
 
     d = cfg.data
+    if getattr(d, "style", "read") != "gsva":
+        _reject_grefcoco_in_read_style(d)
     out: list[tuple[str, list[Path]]] = []
     for key in d.datasets:
         if key == "reason_seg":
@@ -99,7 +182,9 @@ def train_requirements(cfg: ReadConfig, root: Path) -> list[tuple[str, list[Path
             out.append((f"data.reason_seg_split: {split}", reason_seg.required_paths(root, split)))
         elif key in REFER_KEYS:
             field = REFER_KEYS[key]
-            out += [(f"data.{field}: {name}", refer.required_paths(root, name)) for name in getattr(d, field)]
+            out += [(f"data.{field}: {name}",
+                     grefer.required_paths(root) if name == GREFCOCO else refer.required_paths(root, name))
+                    for name in getattr(d, field)]
         elif key == "sem_seg":
             out += [(f"data.sem_seg_data: {name}", sem_seg.required_paths(root, name)) for name in d.sem_seg_data]
         elif key == "vqa":
@@ -113,13 +198,16 @@ def eval_requirements(cfg: ReadConfig, root: Path) -> list[tuple[str, list[Path]
     """``(config key: value, paths)`` for ``cfg.eval.dataset`` / ``cfg.eval.split``.
 
     ReasonSeg: the split folder(s). refCOCO family: the refs pickle, ``instances.json`` and the image folder
-    (the split itself is a field inside the pickle, checked when the dataset is built).
+    (the split itself is a field inside the pickle, checked when the dataset is built). gRefCOCO: the
+    ``grefs(unc).json`` (or ``.p``), ``instances.json`` and the train2014 folder.
     """
-    from read.data import reason_seg, refer
+    from read.data import grefer, reason_seg, refer
 
     e = cfg.eval
     if e.dataset == "reason_seg":
         return [(f"eval.dataset: reason_seg, eval.split: {e.split}", reason_seg.required_paths(root, e.split))]
+    if e.dataset == GREFCOCO:
+        return [(f"eval.dataset: grefcoco, eval.split: {e.split}", grefer.required_paths(root))]
     return [(f"eval.dataset: {e.dataset}", refer.required_paths(root, e.dataset))]
 
 

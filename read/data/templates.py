@@ -2,6 +2,13 @@
 
 The lists are loaded from ``qa_templates.json`` shipped with the package. Training draws templates at random
 (from the caller's ``rng``); evaluation uses LISA's fixed ReasonSeg templates or a seeded choice.
+
+The ``GSVA_*`` lists are GSVA's (``LeapLabTHU/GSVA`` ``model/llava/constants.py``, the JSON's ``"gsva"`` key):
+the multi-target ``SHORT_QUESTION_LIST_MODE4`` and the slot answers ``ANSWER_LIST_MODE4_START/TEMPLATE/END``
+used by GSVA's referring and semantic-segmentation draws, and LISA's lists that GSVA's ReasonSeg draw uses
+(``SHORT_QUESTION_LIST``, ``LONG_QUESTION_LIST``, ``EXPLANATORY_QUESTION_LIST`` with its ``explaination`` typo,
+``ANSWER_LIST``). ``GREFCOCO_EVAL_*`` are the pieces of GSVA's fixed gRefCOCO evaluation prompt
+(``data/dataset.py`` ``ValDataset``), spacing quirks included (:mod:`read.data.gsva_eval`).
 """
 
 from __future__ import annotations
@@ -39,6 +46,25 @@ EXPLANATORY_QUESTION_TEMPLATE: list[str] = _templates()["EXPLANATORY_QUESTION_TE
 VAL_SHORT_QUESTION: str = _val()["SHORT_QUESTION_TEMPLATE"][0]
 VAL_LONG_QUESTION: str = _val()["LONG_QUESTION_TEMPLATE"][0]
 VAL_ANSWER: str = _val()["LONG_ANSWER_TEMPLATE"][0]
+
+
+def _gsva() -> dict:
+    return _load()["gsva"]
+
+
+GSVA_SHORT_QUESTION_LIST: list[str] = _gsva()["SHORT_QUESTION_LIST"]
+GSVA_SHORT_QUESTION_LIST_MODE4: list[str] = _gsva()["SHORT_QUESTION_LIST_MODE4"]
+GSVA_LONG_QUESTION_LIST: list[str] = _gsva()["LONG_QUESTION_LIST"]
+GSVA_EXPLANATORY_QUESTION_LIST: list[str] = _gsva()["EXPLANATORY_QUESTION_LIST"]
+GSVA_ANSWER_LIST: list[str] = _gsva()["ANSWER_LIST"]
+GSVA_ANSWER_LIST_MODE4_START: list[str] = _gsva()["ANSWER_LIST_MODE4_START"]
+GSVA_ANSWER_LIST_MODE4_TEMPLATE: list[str] = _gsva()["ANSWER_LIST_MODE4_TEMPLATE"]
+GSVA_ANSWER_LIST_MODE4_END: list[str] = _gsva()["ANSWER_LIST_MODE4_END"]
+# GSVA's gRefCOCO evaluation prompt: prefix + ", ".join(expressions) + suffix; "Sure," + ", ".join(slots) + ".".
+GREFCOCO_EVAL_QUESTION_PREFIX: str = _gsva()["grefcoco_eval"]["question_prefix"]
+GREFCOCO_EVAL_QUESTION_SUFFIX: str = _gsva()["grefcoco_eval"]["question_suffix"]
+GREFCOCO_EVAL_ANSWER_PREFIX: str = _gsva()["grefcoco_eval"]["answer_prefix"]
+GREFCOCO_EVAL_ANSWER_SUFFIX: str = _gsva()["grefcoco_eval"]["answer_suffix"]
 
 
 def choose(templates: list[str], rng: np.random.Generator) -> str:

@@ -42,17 +42,10 @@ log = get_logger()
 
 
 def build_eval_dataset(cfg: ReadConfig, root: Path):
-    """The evaluation dataset named by ``cfg.eval`` (answers present for teacher forcing, absent otherwise)."""
-    e = cfg.eval
-    generate = e.protocol in ("generate", "fp_refcoco")
-    if e.dataset == "reason_seg":
-        from read.data.reason_seg import ReasonSegEvalDataset
+    """The evaluation dataset named by ``cfg.eval`` (``read.data.catalog.build_eval_dataset``)."""
+    from read.data.catalog import build_eval_dataset as build
 
-        return ReasonSegEvalDataset(root, e.split, subset=e.subset, generate_prompts=generate)
-    from read.data.refer_seg import ReferSegEvalDataset
-
-    return ReferSegEvalDataset(root, e.dataset, e.split, template_seed=e.template_seed,
-                               mode="generate" if generate else "teacher_forced")
+    return build(cfg, root)
 
 
 class Evaluator:
@@ -118,13 +111,25 @@ class Evaluator:
     def predict(self, samples: list[Sample] | Batch) -> list[dict]:
         """Per sample: predicted binary masks per query (numpy bool), and generation details. ``samples``: the
         samples, collated here, or their already collated (host) :class:`Batch`."""
-        return self.predict_batch(samples if isinstance(samples, Batch) else self.collate(samples))
+        if isinstance(samples, Batch):
+            return self.predict_batch(samples)
+        return self.predict_batch(self.collate(samples), samples)
 
     @torch.no_grad()
-    def predict_batch(self, batch: Batch) -> list[dict]:
+    def predict_batch(self, batch: Batch, samples: list[Sample] | None = None) -> list[dict]:
         """:meth:`predict` of a collated host batch (pinned ones are copied to the device without blocking)."""
         pinned = self.pin_memory and batch.pixel_values_sam.is_pinned()
         batch = batch.to(self.device, dtype=self.dtype, non_blocking=pinned)
+        if self.e.dataset == "grefcoco":
+            from read.eval.gres_predict import predict_gres_generate, predict_gres_teacher_forced
+
+            if self.e.protocol == "teacher_forced":
+                return predict_gres_teacher_forced(self.model, batch, self.tokenizer, rej_rule=self.e.rej_rule)
+            if samples is None:
+                raise ValueError("gRefCOCO generation needs the samples (their number of expressions)")
+            n_expr = [len(s.meta["expressions"]) for s in samples]
+            return predict_gres_generate(self.model, batch, self.tokenizer, n_expr,
+                                         max_new_tokens=self.e.max_new_tokens)
         if self.e.protocol == "teacher_forced":
             out = self.model(batch)
             preds = [(m > 0).cpu().numpy() for m in out.pred_masks]
@@ -159,11 +164,16 @@ class Evaluator:
         masks = pred["masks"]
         if gt.shape != masks.shape:
             raise ValueError(f"{sample.name}: prediction {masks.shape} vs ground truth {gt.shape}")
+        meta = {k: v for k, v in sample.meta.items() if isinstance(v, str | int | float | bool)}
+        if "rejected" in pred:  # gRefCOCO: one record per expression, GSVA's counting (read.eval.gres_metrics)
+            return {"index": index, "name": sample.name, "queries": gres_queries(pred, gt, sample), "meta": meta}
         queries = []
         for k in range(gt.shape[0]):
-            counts = M.mask_counts(torch.from_numpy(masks[k]), torch.from_numpy(gt[k].astype(np.int64)))
+            pm, gm = torch.from_numpy(masks[k]), torch.from_numpy(gt[k].astype(np.int64))
+            counts = M.mask_counts(pm, gm)
             q = {"intersection": int(counts["intersection"]), "union": int(counts["union"]),
-                 "gt_area": int(counts["gt_area"]), "pred_area": int(counts["pred_area"])}
+                 "gt_area": int(counts["gt_area"]), "pred_area": int(counts["pred_area"]),
+                 "pred_box": M.mask_box(pm), "gt_box": M.mask_box(gm == 1)}
             if "texts" in pred:
                 q["text"] = pred["texts"][k]
                 q["has_seg"] = pred["has_seg"][k]
@@ -171,7 +181,6 @@ class Evaluator:
             if sample.exists is not None:
                 q["gt_exists"] = bool(sample.exists[k])
             queries.append(q)
-        meta = {k: v for k, v in sample.meta.items() if isinstance(v, str | int | float | bool)}
         return {"index": index, "name": sample.name, "queries": queries, "meta": meta}
 
     # ---------------------------------------------------------------------------------------------------------
@@ -204,7 +213,7 @@ class Evaluator:
                 for item in items:
                     if isinstance(item, WorkerFailure):
                         item.reraise()
-                    preds = self.predict_batch(item.batch)
+                    preds = self.predict_batch(item.batch, item.samples)
                     for j, (i, s, p) in enumerate(zip(item.indices, item.samples, preds, strict=True)):
                         fh.write(json.dumps(self.record(i, s, p)) + "\n")
                         if overlay_budget > 0 and self.e.protocol == "teacher_forced":
@@ -261,7 +270,13 @@ class Evaluator:
                 acc.update_counts([q["intersection"] for q in r["queries"]], [q["union"] for q in r["queries"]])
             return acc.result()
 
+        if self.e.dataset == "grefcoco":
+            return {"overall": M.grefcoco_from_records([q for r in recs for q in r["queries"]])}
         out = {"overall": seg_metrics(recs)}
+        if self.e.dataset != "reason_seg":  # REC (GSVA 4.3): boxes of the masks, precision@0.5 over present targets
+            pairs = [(q["pred_box"], q["gt_box"]) for r in recs for q in r["queries"] if q.get("gt_box") is not None]
+            if pairs:
+                out["rec_precision_at_0.5"] = M.rec_precision([p for p, _ in pairs], [g for _, g in pairs])
         if self.e.dataset == "reason_seg" and self.e.subset == "all":
             for name, flag in (("short", False), ("long", True)):
                 part = [r for r in recs if bool(r["meta"].get("is_sentence")) == flag]
@@ -284,3 +299,21 @@ class Evaluator:
         sel = (qi == j).nonzero(as_tuple=True)[0] if qi is not None else None
         draw_overlay(self.output_dir / f"overlay_{index:05d}.png", sample, pred["masks"], points, sel,
                      clip_size=clip_image_size(self.model.llava))
+
+
+def gres_queries(pred: dict, gt: np.ndarray, sample: Sample) -> list[dict]:
+    """Per expression of a gRefCOCO sample: GSVA's counts (``read.eval.gres_metrics.gres_counts``) plus what the
+    model decided (``slot``: seg/rej/missing) and its expression. A slot the model never emitted counts as a
+    wrong decision: rejected for a target, not rejected for a no-target expression."""
+    out = []
+    expressions = sample.meta.get("expressions") or [None] * gt.shape[0]
+    for k in range(gt.shape[0]):
+        g = torch.from_numpy(gt[k].astype(np.int64))
+        slot = pred["slots"][k]
+        rejected = bool(pred["rejected"][k]) if slot != "missing" else bool(g.sum() >= 1)
+        q = M.gres_counts(torch.from_numpy(pred["masks"][k]), g, rejected)
+        q.update(slot=slot, expression=expressions[k])
+        out.append(q)
+    if "texts" in pred and out:
+        out[0]["text"] = pred["texts"]  # the whole generated answer, once per image
+    return out

@@ -19,6 +19,9 @@ How the sum of per-mask IoUs is kept. :class:`SegMetricAccumulator` stores it as
 ``2**-53``: ``round(IoU_k * 2**53)``. For ``IoU >= 0.5`` this is exact, and otherwise the error is below ``2**-54``.
 Integer sums do not depend on order, so merging saved states or all-reducing across ranks gives *exactly* the
 single-process result. A float sum would differ in its last bits with the split.
+
+GSVA's gRefCOCO metrics (gIoU, cIoU, N-acc, T-acc) live in :mod:`read.eval.gres_metrics`, REC precision@0.5 in
+:mod:`read.eval.rec_metrics`; both are re-exported here.
 """
 
 from __future__ import annotations
@@ -29,13 +32,34 @@ from typing import Any
 
 import torch
 
+from read.eval.gres_metrics import (
+    GRES_CIOU_EPS,
+    GRES_IOU_EPS,
+    GRES_RECORD_KEYS,
+    GresMetricAccumulator,
+    grefcoco_from_records,
+    grefcoco_metrics,
+    gres_counts,
+)
+from read.eval.rec_metrics import box_iou, mask_box, rec_correct, rec_precision
 from read.utils import distributed as du
 
 __all__ = [
     "CIOU_EPS",
     "GIOU_COUNT_EPS",
+    "GRES_CIOU_EPS",
+    "GRES_IOU_EPS",
+    "GRES_RECORD_KEYS",
+    "GresMetricAccumulator",
     "IOU_EPS",
     "SegMetricAccumulator",
+    "box_iou",
+    "grefcoco_from_records",
+    "grefcoco_metrics",
+    "gres_counts",
+    "mask_box",
+    "rec_correct",
+    "rec_precision",
     "giou_ciou",
     "intersection_union",
     "mask_counts",

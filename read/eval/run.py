@@ -92,7 +92,10 @@ def run_evaluation(cfg: ReadConfig, model, tokenizer, *, device: torch.device, w
 def format_metrics(result: dict) -> str:
     lines = []
     for part, m in result["metrics"].items():
-        if isinstance(m, dict) and "giou" in m:
+        if isinstance(m, dict) and "n_acc" in m:
+            lines.append(f"{part}: gIoU {m['giou']:.4f}  cIoU {m['ciou']:.4f}  N-acc {m['n_acc']:.4f}  "
+                         f"T-acc {m['t_acc']:.4f}  ({m['num_expressions']} expressions)")
+        elif isinstance(m, dict) and "giou" in m:
             lines.append(f"{part}: gIoU {m['giou']:.4f}  cIoU {m['ciou']:.4f}  ({m['num_masks']} masks)")
         elif isinstance(m, dict):
             lines.append(f"{part}: " + "  ".join(f"{k} {v:.4f}" if isinstance(v, float) else f"{k} {v}"

@@ -31,6 +31,7 @@ def build_tokenizer(cfg: ModelConfig) -> ReadTokenizer:
     vlm = cfg.vlm
     kwargs = dict(
         seg_token=vlm.seg_token,
+        rej_token=vlm.rej_token,
         image_token=vlm.image_token,
         use_im_start_end=vlm.use_im_start_end,
         pad_token=vlm.pad_token,

@@ -57,11 +57,12 @@ def _load_sharded(directory: Path, index_path: Path) -> dict[str, Tensor]:
 
 
 def read_hf_state_dict(directory: str | Path) -> dict[str, Tensor]:
-    """All tensors of a Hugging Face model folder (on the CPU, in the stored dtype).
+    """All tensors of a Hugging Face model folder, or of one state-dict file (on the CPU, stored dtype).
 
-    Looks for, in this order: ``model.safetensors``, ``model.safetensors.index.json`` (sharded),
-    ``pytorch_model.bin``, ``pytorch_model.bin.index.json`` (sharded). ``.bin`` files are read with
-    ``torch.load(weights_only=True)``. Holds the whole state dict in memory (~14 GB for a 7B bf16 release).
+    A folder: looks for, in this order, ``model.safetensors``, ``model.safetensors.index.json`` (sharded),
+    ``pytorch_model.bin``, ``pytorch_model.bin.index.json`` (sharded). A file (``.bin``/``.pth``/``.safetensors``):
+    that file, e.g. a ``zero_to_fp32.py`` dump such as GSVA's released ``gsva-7b-ft-gres.bin``. ``.bin`` files are
+    read with ``torch.load(weights_only=True)``; every file is memory-mapped (``read.utils.weights``).
 
     Raises:
         FileNotFoundError: the folder or a listed shard does not exist, or the folder has no weights file
@@ -70,6 +71,8 @@ def read_hf_state_dict(directory: str | Path) -> dict[str, Tensor]:
         ValueError: a malformed index, or a shard whose keys differ from the index.
     """
     d = Path(directory)
+    if d.is_file():
+        return load_torch_file(d)
     if not d.is_dir():
         raise FileNotFoundError(f"checkpoint folder not found: {d}")
     for single, index in zip(_SINGLE_FILES, _INDEX_FILES, strict=True):

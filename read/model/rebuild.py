@@ -67,7 +67,11 @@ def weights_kind(path: Path) -> WeightsKind:
     if not path.exists():
         raise FileNotFoundError(f"{path}: no such file or directory")
     if path.is_file():
-        return "trainable" if path.name == TRAINABLE_FILE else "full"
+        if path.name == TRAINABLE_FILE:
+            return "trainable"
+        # model.safetensors of a standalone model (merge_lora.py, convert_released_ckpt.py); an official dump
+        # (``zero_to_fp32.py`` output such as GSVA's ``gsva-7b-ft-gres.bin``) is loaded as a release
+        return "full" if path.suffix == ".safetensors" else "released"
     if (path / TRAINABLE_FILE).is_file() or (path / "checkpoints").is_dir() or path.name == "checkpoints":
         return "trainable"
     if (path / "model.safetensors").is_file() and (path / "config.yaml").is_file():

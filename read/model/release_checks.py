@@ -30,6 +30,8 @@ def read_release_config(directory: Path) -> dict | None:
         ValueError: an unreadable or non-object file (named).
     """
     path = Path(directory) / "config.json"
+    if Path(directory).is_file():  # a single state-dict file: its folder may hold the config
+        path = Path(directory).parent / "config.json"
     if not path.is_file():
         return None
     try:
@@ -65,7 +67,7 @@ def check_release_config(model: nn.Module, tokenizer: ReadTokenizer | None, dire
     conf = read_release_config(directory)
     if conf is None:
         return
-    path = Path(directory) / "config.json"
+    path = (Path(directory).parent if Path(directory).is_file() else Path(directory)) / "config.json"
     llava_conf = model.llava.config
     text, vision = llava_conf.text_config, llava_conf.vision_config
     bad: list[str] = []

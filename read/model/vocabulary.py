@@ -27,6 +27,7 @@ class Vocabulary:
         added_tokens: Sequence[AddedToken] = (),
         *,
         seg_token: str = "[SEG]",
+        rej_token: str | None = None,
         image_token: str = "<image>",
         use_im_start_end: bool = True,
         pad_token: str = "<unk>",
@@ -48,6 +49,7 @@ class Vocabulary:
         self._proto = bytes(model_proto)
         self._sp = spm.SentencePieceProcessor(model_proto=self._proto)
         self._seg_token = seg_token
+        self._rej_token = rej_token
         self._image_token = image_token
         self._use_im_start_end = bool(use_im_start_end)
         self._pad_token = pad_token
@@ -58,6 +60,8 @@ class Vocabulary:
         for tok in sorted(added_tokens, key=lambda t: t.id):
             self._append_added(tok)
         self._ensure_added(seg_token, special=False, strip=True)
+        if rej_token is not None:  # GSVA's add_task_tokens: [SEG], then [REJ], both plain strings
+            self._ensure_added(rej_token, special=False, strip=True)
         if self._use_im_start_end:
             self._ensure_added(IM_START_TOKEN, special=True, strip=True)
             self._ensure_added(IM_END_TOKEN, special=True, strip=True)
@@ -128,6 +132,8 @@ class Vocabulary:
 
     def _required_tokens(self) -> dict[str, str]:
         tokens = {"seg token": self._seg_token, "image token": self._image_token}
+        if self._rej_token is not None:
+            tokens["rej token"] = self._rej_token
         if self._use_im_start_end:
             tokens.update({"<im_start> token": IM_START_TOKEN, "<im_end> token": IM_END_TOKEN})
         return tokens
@@ -227,6 +233,15 @@ class Vocabulary:
     @property
     def seg_token_id(self) -> int:
         return self._added_by_content[self._seg_token].id
+
+    @property
+    def rej_token(self) -> str | None:
+        return self._rej_token
+
+    @property
+    def rej_token_id(self) -> int | None:
+        """GSVA's ``[REJ]`` id, or ``None`` when the vocabulary has no rejection token."""
+        return self._added_by_content[self._rej_token].id if self._rej_token is not None else None
 
     @property
     def image_token_id(self) -> int:
