@@ -79,8 +79,9 @@ class EvalBatches(torch.utils.data.Dataset):
         try:
             return self.load(k)
         except Exception as exc:  # noqa: BLE001 - carried to the main process and re-raised there unchanged
-            try:
-                pickle.loads(pickle.dumps(exc))
+            try:  # an exception crosses processes as (type, args): it must be rebuildable from them
+                pickle.dumps(exc)
+                type(exc)(*exc.args)
             except Exception:  # noqa: BLE001 - not transportable: the DataLoader's own wrapping reports it
                 raise exc from None
             return WorkerFailure(exc, traceback.format_exc())

@@ -11,7 +11,7 @@ Layout of ``<output_dir>/checkpoints/step_00000100/`` (paths in ``read.utils.run
 * ``COMPLETE``: written last.
 
 Nothing here is read with pickle: an attacker who can write into a run folder cannot make resuming execute code
-(official: ``torch.load(weights_only=False)`` everywhere). Everything is written into ``step_XXXXXXXX.tmp`` and
+(official: ``torch.load`` with ``weights_only`` off everywhere). Everything is written into ``step_XXXXXXXX.tmp`` and
 renamed when complete (atomic on POSIX), so only finished checkpoints are ever seen; older ones beyond
 ``keep_last`` are then deleted. ``train.keep_best`` keeps a copy of the best-on-validation checkpoint in
 ``checkpoints/best`` (with ``best.json``: metric, value, step), never deleted by ``keep_last``.

@@ -5,7 +5,7 @@ classes, so a pickle planted in a run folder cannot execute code when training r
 (``torch_engine.pt``) need no allowlist. DeepSpeed's ZeRO checkpoints hold four small DeepSpeed classes besides
 tensors (measured with ``torch.serialization.get_unsafe_globals_in_checkpoint`` on fp32, bf16 and fp16 ZeRO-2
 checkpoints of deepspeed 0.19): they are allowlisted by name, and DeepSpeed's own loader (which calls
-``torch.load(weights_only=False)``) is replaced on the engine by :func:`install_safe_deepspeed_loader`.
+``torch.load`` with ``weights_only`` off) is replaced on the engine by :func:`install_safe_deepspeed_loader`.
 """
 
 from __future__ import annotations
@@ -58,7 +58,7 @@ def safe_torch_load(path: str | Path, map_location=None, allowed: tuple[str, ...
 
 def install_safe_deepspeed_loader(ds_engine) -> None:  # noqa: ANN001 - deepspeed.DeepSpeedEngine
     """Make ``ds_engine.load_checkpoint`` read every file with :func:`safe_torch_load` and the DeepSpeed allowlist
-    (instead of DeepSpeed's ``torch.load(weights_only=False)``)."""
+    (instead of DeepSpeed's ``torch.load`` with ``weights_only`` off)."""
     ce = getattr(ds_engine, "checkpoint_engine", None)
     if ce is None or not hasattr(ce, "load"):
         raise RuntimeError("this DeepSpeed version has no engine.checkpoint_engine.load to secure")
