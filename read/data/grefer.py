@@ -45,7 +45,7 @@ from pycocotools import mask as coco_mask
 
 from read.data.base import DataError
 from read.data.io import load_json
-from read.data.refer import COCO_IMAGE_DIR
+from read.data.refer import COCO_IMAGE_DIR, CocoImages
 from read.data.safe_pickle import load_pickle
 
 __all__ = [
@@ -148,7 +148,7 @@ def _int_list(value: Any) -> list[int] | None:
     return out
 
 
-class GRefCOCO:
+class GRefCOCO(CocoImages):
     """gRefCOCO: refs, sentences, COCO images and annotations, expression masks (module docstring).
 
     Args:
@@ -273,28 +273,9 @@ class GRefCOCO:
         """``ann_id == [-1]``."""
         return cls.ann_ids(ref) == [NO_TARGET]
 
-    def image_info(self, image_id: int) -> dict:
-        try:
-            return self.images[int(image_id)]
-        except KeyError:
-            raise DataError(f"{self.instances_path}: image id {image_id} not in 'images'") from None
-
-    def image_file_name(self, image_id: int) -> str:
-        try:
-            return str(self.image_info(image_id)["file_name"])
-        except KeyError:
-            raise DataError(f"{self.instances_path}: image {image_id} lacks 'file_name'") from None
-
     def image_path(self, image_id: int) -> Path:
         """``refer_seg/images/mscoco/images/train2014/<file_name>`` (GSVA's ``data/dataset.py``)."""
         return self.root.joinpath(*COCO_IMAGE_DIR) / self.image_file_name(image_id)
-
-    def image_hw(self, image_id: int) -> tuple[int, int]:
-        info = self.image_info(image_id)
-        try:
-            return int(info["height"]), int(info["width"])
-        except (KeyError, TypeError, ValueError) as e:
-            raise DataError(f"{self.instances_path}: image {image_id} lacks a valid height/width") from e
 
     # ------------------------------------------------------------------ masks
     def ann_mask(self, ann_id: int) -> np.ndarray:

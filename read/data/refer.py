@@ -101,7 +101,34 @@ def _ann_ids(ann_id: Any) -> list[int]:
     return [int(a) for a in ann_id] if isinstance(ann_id, (list, tuple)) else [int(ann_id)]
 
 
-class ReferAnnotations:
+class CocoImages:
+    """Image lookups shared by the REFER-family readers: ``self.images`` (id -> COCO image dict) read from
+    ``self.instances_path``; errors name that file."""
+
+    images: dict[int, dict]
+    instances_path: Path
+
+    def image_info(self, image_id: int) -> dict:
+        try:
+            return self.images[int(image_id)]
+        except KeyError:
+            raise DataError(f"{self.instances_path}: image id {image_id} not in 'images'") from None
+
+    def image_file_name(self, image_id: int) -> str:
+        try:
+            return str(self.image_info(image_id)["file_name"])
+        except KeyError:
+            raise DataError(f"{self.instances_path}: image {image_id} lacks 'file_name'") from None
+
+    def image_hw(self, image_id: int) -> tuple[int, int]:
+        info = self.image_info(image_id)
+        try:
+            return int(info["height"]), int(info["width"])
+        except (KeyError, TypeError, ValueError) as e:
+            raise DataError(f"{self.instances_path}: image {image_id} lacks a valid height/width") from e
+
+
+class ReferAnnotations(CocoImages):
     """One REFER dataset: refs, sentences, COCO images and annotations, masks.
 
     Args:
@@ -198,26 +225,10 @@ class ReferAnnotations:
         """The sentence dicts of a ref."""
         return list(ref["sentences"])
 
-    def image_info(self, image_id: int) -> dict:
-        try:
-            return self.images[int(image_id)]
-        except KeyError:
-            raise DataError(f"{self.instances_path}: image id {image_id} not in 'images'") from None
-
-    def image_file_name(self, image_id: int) -> str:
-        return str(self.image_info(image_id)["file_name"])
-
     def image_path(self, image_id: int) -> Path:
         """``refer_seg/images/mscoco/images/train2014/<file_name>``; refclef: ``refer_seg/images/saiapr_tc-12/``."""
         sub = CLEF_IMAGE_DIR if self.dataset == "refclef" else COCO_IMAGE_DIR
         return self.root.joinpath(*sub) / self.image_file_name(image_id)
-
-    def image_hw(self, image_id: int) -> tuple[int, int]:
-        info = self.image_info(image_id)
-        try:
-            return int(info["height"]), int(info["width"])
-        except (KeyError, TypeError, ValueError) as e:
-            raise DataError(f"{self.instances_path}: image {image_id} lacks a valid height/width") from e
 
     # ------------------------------------------------------------------ masks
     def ann_to_mask(self, ann_id: int) -> np.ndarray:

@@ -187,13 +187,14 @@ class CocoFormatSource(SemSegSource):
 
     def __init__(
         self,
-        ann_file: Path,
-        image_dir: Path,
-        num_classes_per_sample: int,
-        max_resample: int,
-        mode_probs: Sequence[float],
+        root: str | os.PathLike,
+        *,
+        num_classes_per_sample: int = 3,
+        max_resample: int = 10,
+        mode_probs: Sequence[float] = MODE_PROBS,
     ):
         super().__init__(num_classes_per_sample, max_resample, mode_probs)
+        ann_file, image_dir = self.required_paths(root)
         self.ann_file = ann_file
         self.image_dir = image_dir
         data = load_json(ann_file)
@@ -233,8 +234,20 @@ class CocoFormatSource(SemSegSource):
         if not self.images:
             raise DataError(f"{ann_file}: no image with annotations")
 
+    @staticmethod
+    def required_paths(root: str | os.PathLike) -> list[Path]:  # pragma: no cover - overridden
+        """``[annotation JSON, image folder]`` under ``root``."""
+        raise NotImplementedError
+
     def _category_name(self, name: str) -> ClassName:  # pragma: no cover - overridden
         raise NotImplementedError
+
+    def _parse_category(self, parse, name: str) -> ClassName:  # noqa: ANN001 - a category-name parser
+        """``parse(name)``, a bad name reported with the annotation file."""
+        try:
+            return parse(name)
+        except ValueError as e:
+            raise DataError(f"{self.ann_file}: {e}") from e
 
     def __len__(self) -> int:
         return len(self.images)
@@ -262,27 +275,13 @@ class PACOLVIS(CocoFormatSource):
 
     name = "paco_lvis"
 
-    def __init__(
-        self,
-        root: str | os.PathLike,
-        *,
-        num_classes_per_sample: int = 3,
-        max_resample: int = 10,
-        mode_probs: Sequence[float] = MODE_PROBS,
-    ):
-        paths = self.required_paths(root)
-        super().__init__(paths[0], paths[1], num_classes_per_sample, max_resample, mode_probs)
-
     @staticmethod
     def required_paths(root: str | os.PathLike) -> list[Path]:
         root = Path(root)
         return [root / "vlpart" / "paco" / "annotations" / "paco_lvis_v1_train.json", root / "coco"]
 
     def _category_name(self, name: str) -> ClassName:
-        try:
-            return paco_category_name(name)
-        except ValueError as e:
-            raise DataError(f"{self.ann_file}: {e}") from e
+        return self._parse_category(paco_category_name, name)
 
 
 class PascalPart(CocoFormatSource):
@@ -290,27 +289,13 @@ class PascalPart(CocoFormatSource):
 
     name = "pascal_part"
 
-    def __init__(
-        self,
-        root: str | os.PathLike,
-        *,
-        num_classes_per_sample: int = 3,
-        max_resample: int = 10,
-        mode_probs: Sequence[float] = MODE_PROBS,
-    ):
-        paths = self.required_paths(root)
-        super().__init__(paths[0], paths[1], num_classes_per_sample, max_resample, mode_probs)
-
     @staticmethod
     def required_paths(root: str | os.PathLike) -> list[Path]:
         base = Path(root) / "vlpart" / "pascal_part"
         return [base / "train.json", base / "VOCdevkit" / "VOC2010" / "JPEGImages"]
 
     def _category_name(self, name: str) -> ClassName:
-        try:
-            return pascal_part_category_name(name)
-        except ValueError as e:
-            raise DataError(f"{self.ann_file}: {e}") from e
+        return self._parse_category(pascal_part_category_name, name)
 
 
 SOURCES: dict[str, type[SemSegSource]] = {
