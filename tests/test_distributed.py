@@ -5,20 +5,18 @@ from __future__ import annotations
 import json
 import math
 import os
-import socket
 import subprocess
 import sys
 
 import pytest
 from conftest import ROOT
+from dist_helpers import free_port
 
 WORKER = ROOT / "tests" / "dist_zero2_worker.py"
 
 
 def run_two_ranks(tmp_path, pattern: str) -> list[dict]:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
+    port = free_port()
     env = dict(os.environ, DS_ACCELERATOR="cpu", HF_HUB_OFFLINE="1", OMP_NUM_THREADS="1", CUDA_VISIBLE_DEVICES="")
     out = tmp_path / "result.json"
     res = subprocess.run(

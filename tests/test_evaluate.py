@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 import torch
 from conftest import ROOT
+from dist_helpers import free_port
 
 from read.config import load_config
 
@@ -172,15 +173,12 @@ def test_merge_lora_cli_gives_the_same_evaluation(trained_run, tmp_path):
 
 def test_torchrun_two_processes_merge_to_the_single_process_result(trained_run, tmp_path):
     import os
-    import socket
     import subprocess
     import sys
 
     run, data = trained_run
     single = evaluate(run, tmp_path / "single")
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
+    port = free_port()
     env = dict(os.environ, DS_ACCELERATOR="cpu", HF_HUB_OFFLINE="1", OMP_NUM_THREADS="1")
     res = subprocess.run(
         [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", str(port),

@@ -5,11 +5,10 @@ from __future__ import annotations
 
 import json
 import math
-import socket
-from datetime import timedelta
 
 import pytest
 import torch
+from dist_helpers import reduce_on_two_ranks
 
 from read.eval.metrics import (
     SegMetricAccumulator,
@@ -309,58 +308,25 @@ def test_pred_exists():
 # ---------------------------------------------------------------------------------------------------------------
 
 
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _dist_worker(rank, world, port, out_dir, split):
-    import torch.distributed as dist
-
-    torch.set_num_threads(1)
-    dist.init_process_group(
-        "gloo",
-        init_method=f"tcp://127.0.0.1:{port}",
-        rank=rank,
-        world_size=world,
-        timeout=timedelta(seconds=60),
-    )
-    try:
-        items = _random_items(4, n_items=9)
-        mine = items[:split] if rank == 0 else items[split:]
-        acc = SegMetricAccumulator()
-        for p, g in mine:
-            acc.update(p, g)
-        acc.reduce()
-        second_reduce_raises = False
-        try:
-            acc.reduce()
-        except RuntimeError:
-            second_reduce_raises = True
-        with open(f"{out_dir}/rank{rank}.json", "w") as f:
-            json.dump({"result": acc.result(), "state": acc.state(), "second": second_reduce_raises}, f)
-    finally:
-        dist.destroy_process_group()
-
-
 def test_distributed_reduce_equals_single_process(tmp_path):
-    import torch.multiprocessing as mp
-
     items = _random_items(4, n_items=9)
     single = SegMetricAccumulator()
     for p, g in items:
         single.update(p, g)
     split = 4  # rank 0 gets 4 items, rank 1 gets 5
-    mp.start_processes(
-        _dist_worker, args=(2, _free_port(), str(tmp_path), split), nprocs=2, join=True, start_method="fork"
-    )
+
+    def fill(rank: int) -> SegMetricAccumulator:
+        acc = SegMetricAccumulator()
+        for p, g in items[:split] if rank == 0 else items[split:]:
+            acc.update(p, g)
+        return acc
+
+    ranks = reduce_on_two_ranks(tmp_path, fill)
     expected = json.loads(json.dumps(single.result()))
     giou, ciou, n, si, su = _ref_metrics(items)
     assert expected["num_masks"] == n and expected["intersection"] == si and expected["union"] == su
     assert expected["giou"] == pytest.approx(giou, rel=1e-12)
-    for rank in (0, 1):
-        got = json.loads((tmp_path / f"rank{rank}.json").read_text())
+    for got in ranks:
         assert got["result"] == expected  # exactly equal, floats included
         assert got["state"] == single.state()
         assert got["second"] is True

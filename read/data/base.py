@@ -70,3 +70,20 @@ class SegDataset(Protocol):
     def __getitem__(self, index: int) -> Sample: ...
 
     def sample(self, rng: np.random.Generator) -> Sample: ...
+
+
+
+def check_index(index: int, n: int, name: str, unit: str = "items") -> int:
+    """``index`` into ``n`` items as a list takes it (negative counts from the end), made non-negative."""
+    if not -n <= index < n:
+        raise IndexError(f"{name}: index {index} out of range for {n} {unit}")
+    return index % n
+
+
+def locate_in_concat(offsets: np.ndarray, index: int) -> tuple[int, int]:
+    """(part, local index) of non-negative global ``index`` in parts laid end to end.
+
+    ``offsets`` is ``cumsum([0] + part_lengths)``.
+    """
+    k = int(np.searchsorted(offsets, index, side="right") - 1)
+    return k, index - int(offsets[k])

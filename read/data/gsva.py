@@ -50,7 +50,7 @@ from pathlib import Path
 import numpy as np
 
 from read.data import templates as T
-from read.data.base import DataError, Sample
+from read.data.base import DataError, Sample, check_index, locate_in_concat
 from read.data.grefer import GREFCOCO, GRefCOCO
 from read.data.io import load_image
 from read.data.refer import ReferAnnotations, sentence_exists
@@ -167,12 +167,9 @@ class GSVAReferSegDataset:
         return int(self._offsets[-1])
 
     def __getitem__(self, index: int) -> Sample:
-        n = len(self)
-        if not -n <= index < n:
-            raise IndexError(f"{self.name}: index {index} out of range for {n} images")
-        index %= n
-        k = int(np.searchsorted(self._offsets, index, side="right") - 1)
-        image_id = self.image_ids[k][index - int(self._offsets[k])]
+        index = check_index(index, len(self), self.name, "images")
+        k, local = locate_in_concat(self._offsets, index)
+        image_id = self.image_ids[k][local]
         sample = self._build(k, image_id, np.random.default_rng(index), allow_all_rej=True)
         assert sample is not None
         return sample

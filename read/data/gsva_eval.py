@@ -28,7 +28,7 @@ from pathlib import Path
 import numpy as np
 
 from read.data import templates as T
-from read.data.base import DataError, Sample
+from read.data.base import DataError, Sample, check_index
 from read.data.grefer import GREFCOCO, GRefCOCO
 from read.data.io import load_image
 
@@ -77,10 +77,7 @@ class GRefCOCOEvalDataset:
         return len(self.image_ids)
 
     def __getitem__(self, index: int) -> Sample:
-        n = len(self)
-        if not -n <= index < n:
-            raise IndexError(f"{self.name}/{self.split}: index {index} out of range for {n} images")
-        image_id = self.image_ids[index % n]
+        image_id = self.image_ids[check_index(index, len(self), f"{self.name}/{self.split}", "images")]
         ann = self.ann
         pairs = [(ref, sent) for ref in ann.refs_by_image(image_id, self.split) for sent in ref["sentences"]]
         sents = [str(sent["sent"]).strip().lower() for _, sent in pairs]

@@ -28,7 +28,7 @@ from pathlib import Path
 import numpy as np
 
 from read.data import templates as T
-from read.data.base import DataError, Sample
+from read.data.base import DataError, Sample, check_index
 from read.data.io import load_json
 from read.data.reason_seg import ReasonSegDataset
 from read.utils.logging import get_logger
@@ -104,10 +104,8 @@ class GSVAReasonSegDataset:
         return len(self.base)
 
     def __getitem__(self, index: int) -> Sample:
-        n = len(self)
-        if not -n <= index < n:
-            raise IndexError(f"{self.name}: index {index} out of range for {n} images")
-        return self._build(index % n, np.random.default_rng(index % n))
+        index = check_index(index, len(self), self.name, "images")
+        return self._build(index, np.random.default_rng(index))
 
     def sample(self, rng: np.random.Generator) -> Sample:
         return self._build(int(rng.integers(len(self))), rng)

@@ -31,7 +31,7 @@ from pathlib import Path
 import numpy as np
 
 from read.data import templates as T
-from read.data.base import DataError, Sample
+from read.data.base import DataError, Sample, check_index, locate_in_concat
 from read.data.io import load_image
 from read.data.refer import ReferAnnotations, is_false_premise_dataset, sentence_exists
 
@@ -157,13 +157,9 @@ class ReferSegDataset:
         return int(self._offsets[-1])
 
     def __getitem__(self, index: int) -> Sample:
-        n = len(self)
-        if index < 0:
-            index += n
-        if not 0 <= index < n:
-            raise IndexError(f"{self.name}: index {index} out of range for {n} images")
-        k = int(np.searchsorted(self._offsets, index, side="right") - 1)
-        image_id = self.image_ids[k][index - int(self._offsets[k])]
+        index = check_index(index, len(self), self.name, "images")
+        k, local = locate_in_concat(self._offsets, index)
+        image_id = self.image_ids[k][local]
         return self._build(k, image_id, np.random.default_rng(index))
 
     def sample(self, rng: np.random.Generator) -> Sample:
@@ -266,12 +262,7 @@ class ReferSegEvalDataset:
         return np.random.default_rng([self.template_seed, int(image_id), int(sent_index)])
 
     def __getitem__(self, index: int) -> Sample:
-        n = len(self)
-        if index < 0:
-            index += n
-        if not 0 <= index < n:
-            raise IndexError(f"{self.name}/{self.split}: index {index} out of range for {n} images")
-        image_id = self.image_ids[index]
+        image_id = self.image_ids[check_index(index, len(self), f"{self.name}/{self.split}", "images")]
         ann = self.ann
         qs = _queries(ann, image_id, self.split)
         image, path = _load_checked_image(ann, image_id)

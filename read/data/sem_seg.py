@@ -43,7 +43,7 @@ from pathlib import Path
 
 import numpy as np
 
-from read.data.base import Sample
+from read.data.base import Sample, check_index, locate_in_concat
 from read.data.sem_seg_draw import MODE_PROBS, MODES, SemSegSource, choose_mode
 from read.data.sem_seg_labels import (
     IGNORE,
@@ -159,12 +159,8 @@ class SemSegDataset:
 
     def locate(self, index: int) -> tuple[SemSegSource, int]:
         """(sub-dataset, its local index) of global item ``index``."""
-        n = len(self)
-        if not -n <= index < n:
-            raise IndexError(f"sem_seg: index {index} out of range for {n} items")
-        index %= n
-        k = int(np.searchsorted(self._offsets, index, side="right") - 1)
-        return self.sources[k], index - int(self._offsets[k])
+        k, local = locate_in_concat(self._offsets, check_index(index, len(self), "sem_seg"))
+        return self.sources[k], local
 
     def __getitem__(self, index: int) -> Sample:
         source, local = self.locate(index)

@@ -24,9 +24,9 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
-from pycocotools import mask as mask_utils
 
-from read.data.base import DataError, Sample
+from read.data.base import DataError, Sample, check_index
+from read.data.coco_masks import decode_segmentation
 from read.data.sem_seg_labels import IGNORE, ClassName, render_class_name
 from read.data.templates import (
     CORRECT_ANSWER_TEMPLATE,
@@ -60,30 +60,9 @@ def select_indices(n: int, k: int, rng: np.random.Generator) -> list[int]:
 
 
 def ann_to_mask(ann: dict, h: int, w: int, source: str) -> np.ndarray:
-    """A COCO annotation's ``segmentation`` (polygons, RLE or uncompressed RLE) as uint8 0/1 ``[h, w]``."""
-    seg = ann.get("segmentation")
-    try:
-        if isinstance(seg, list):
-            polys = [list(map(float, p)) for p in seg if len(p) >= 6]
-            if not polys:
-                return np.zeros((h, w), dtype=np.uint8)
-            rle = mask_utils.merge(mask_utils.frPyObjects(polys, h, w))
-        elif isinstance(seg, dict) and isinstance(seg.get("counts"), list):
-            rle = mask_utils.frPyObjects(seg, h, w)
-        elif isinstance(seg, dict) and "counts" in seg:
-            rle = dict(seg)
-            if isinstance(rle["counts"], str):
-                rle["counts"] = rle["counts"].encode("ascii")
-        else:
-            raise TypeError(f"unsupported segmentation {type(seg).__name__}")
-        m = mask_utils.decode(rle)
-    except (TypeError, ValueError, KeyError) as e:
-        raise DataError(f"{source}: annotation {ann.get('id')}: bad segmentation ({e})") from e
-    if m.ndim == 3:
-        m = m.max(axis=2)
-    if m.shape != (h, w):
-        raise DataError(f"{source}: annotation {ann.get('id')}: mask {m.shape} != image size {(h, w)}")
-    return (m > 0).astype(np.uint8)
+    """A COCO annotation's ``segmentation`` as uint8 0/1 ``[h, w]`` (:func:`read.data.coco_masks.decode_segmentation`:
+    polygons with fewer than 3 points are skipped, RLE sizes must match the image)."""
+    return decode_segmentation(ann.get("segmentation"), h, w, f"{source}: annotation {ann.get('id')}")
 
 
 class Scene:
@@ -184,10 +163,7 @@ class SemSegSource:
         return [int(c) for c in self.negative_pool(self.present_classes(index))]
 
     def _check_index(self, index: int) -> int:
-        n = len(self)
-        if not -n <= index < n:
-            raise IndexError(f"{self.name}: index {index} out of range for {n} images")
-        return index % n
+        return check_index(index, len(self), self.name, "images")
 
     def __getitem__(self, index: int) -> Sample:
         """Image ``index`` with one true-premise row per unit (unit order); templates and ``obj:part``

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from read.data.base import DataError, Sample
+from read.data.base import DataError, Sample, check_index
 from read.data.io import load_image, load_json
 
 __all__ = ["IMAGE_TOKEN", "VQADataset", "preprocess_multimodal", "required_paths", "turns_to_rounds"]
@@ -110,10 +110,7 @@ class VQADataset:
         return len(self.items)
 
     def __getitem__(self, index: int) -> Sample:
-        n = len(self.items)
-        if not -n <= index < n:
-            raise IndexError(f"vqa: index {index} out of range for {n} items")
-        return self._build(index % n)
+        return self._build(check_index(index, len(self.items), "vqa"))
 
     def sample(self, rng: np.random.Generator) -> Sample:
         """A random item (the official loader ignores the index)."""

@@ -278,36 +278,18 @@ def segment_queries(
 ) -> list[Tensor]:
     """SasP + [SEG] projection + SAM for P given query states; one fp32 ``[H, W]`` logit map per query.
 
-    The same computation as :meth:`ReadModel.segment`, but from the query and image-token states directly, and
-    the SAM image encoder runs only on the images that have a query (once each, shared by their queries).
+    :meth:`ReadModel.segment_states` (as :meth:`ReadModel.segment` uses it), from the query and image-token states
+    directly; the SAM image encoder runs only on the images that have a query (once each, shared by their queries).
 
     Args:
         seg_hidden: ``[P, C]``; image_hidden: ``[P, N, C]`` (needed only with a point prompter).
         query_image: ``[P]`` image index of each query.
         pixel_values_sam: ``[B, 3, S, S]``; image_hw, sam_input_hw: ``[B, 2]``.
     """
-    p = int(seg_hidden.shape[0])
-    if p == 0:
+    if int(seg_hidden.shape[0]) == 0:
         return []
-    used, local = torch.unique(query_image, sorted=True, return_inverse=True)
-    coords = labels = None
-    if model.point_prompter is not None:
-        if image_hidden is None:
-            raise ValueError(
-                "SasP needs the image-token states of every query row (rows without image tokens?)"
-            )
-        pts = model.point_prompter(image_hidden, seg_hidden, image_hw[query_image])
-        coords, labels = pts.coords, pts.labels
-    seg_embeddings = model.text_hidden_fcs(seg_hidden)
-    image_embeddings = model.sam.encode_images(pixel_values_sam[used])
-    per_image = model.sam(
-        image_embeddings,
-        seg_embeddings,
-        local,
-        sam_input_hw[used],
-        image_hw[used],
-        coords=coords,
-        labels=labels,
+    per_image, _, local, _ = model.segment_states(
+        seg_hidden, image_hidden, query_image, pixel_values_sam, image_hw, sam_input_hw
     )
     # per_image[b] holds image b's queries in their original order: hand them back in query order
     taken = [0] * len(per_image)

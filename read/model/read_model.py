@@ -119,25 +119,12 @@ class ReadModel(nn.Module):
             ``None``).
         """
         seg_hidden = hidden[queries.rows, queries.cols]  # [P, C]
-        points = None
-        coords = labels = None
+        image_hidden = None
         if self.point_prompter is not None and queries.rows.numel() > 0:
             image_hidden = gather_image_states(hidden, input_ids, queries.rows, self.image_token_id)
-            points = self.point_prompter(image_hidden, seg_hidden, image_hw[queries.image])
-            coords, labels = points.coords, points.labels
-        seg_embeddings = self.text_hidden_fcs(seg_hidden)  # [P, D]
-        used, local = torch.unique(queries.image, sorted=True, return_inverse=True)
-        per_used: list[Tensor] = []
-        if used.numel():
-            per_used = self.sam(
-                self.sam.encode_images(pixel_values_sam[used]),
-                seg_embeddings,
-                local,
-                sam_input_hw[used],
-                image_hw[used],
-                coords=coords,
-                labels=labels,
-            )
+        per_used, used, _, points = self.segment_states(
+            seg_hidden, image_hidden, queries.image, pixel_values_sam, image_hw, sam_input_hw
+        )
         slot = {int(b): k for k, b in enumerate(used.tolist())}
         masks = []
         for b in range(pixel_values_sam.shape[0]):
@@ -147,6 +134,48 @@ class ReadModel(nn.Module):
                 h, w = (int(v) for v in image_hw[b])
                 masks.append(hidden.new_zeros(0, h, w, dtype=torch.float32))
         return masks, points
+
+    def segment_states(
+        self,
+        seg_hidden: Tensor,
+        image_hidden: Tensor | None,
+        query_image: Tensor,
+        pixel_values_sam: Tensor,
+        image_hw: Tensor,
+        sam_input_hw: Tensor,
+    ) -> tuple[list[Tensor], Tensor, Tensor, object | None]:
+        """SasP, the [SEG] projection and SAM for P query states, the SAM encoder run once per image with a query.
+
+        Args:
+            seg_hidden: ``[P, C]``; image_hidden: ``[P, N, C]`` image-token states of each query's row (used only
+                with a point prompter, required then when P > 0); query_image: ``[P]`` image index of each query.
+            pixel_values_sam: ``[B, 3, S, S]``; image_hw, sam_input_hw: ``[B, 2]``.
+
+        Returns:
+            (per used image ``[n_u, H_u, W_u]`` fp32 logits of its queries in query order, ``used`` ``[U]`` the
+            sorted image indices with a query, ``local`` ``[P]`` each query's position in ``used``, point prompts
+            or ``None``). With P = 0 nothing runs and the list is empty.
+        """
+        used, local = torch.unique(query_image, sorted=True, return_inverse=True)
+        if seg_hidden.shape[0] == 0:
+            return [], used, local, None
+        points = None
+        coords = labels = None
+        if self.point_prompter is not None:
+            if image_hidden is None:
+                raise ValueError("SasP needs the image-token states of every query row (rows without image tokens?)")
+            points = self.point_prompter(image_hidden, seg_hidden, image_hw[query_image])
+            coords, labels = points.coords, points.labels
+        per_used = self.sam(
+            self.sam.encode_images(pixel_values_sam[used]),
+            self.text_hidden_fcs(seg_hidden),  # [P, D]
+            local,
+            sam_input_hw[used],
+            image_hw[used],
+            coords=coords,
+            labels=labels,
+        )
+        return per_used, used, local, points
 
     def idle_module_term(self, hidden: Tensor, batch: Batch) -> Tensor:
         """A term of value 0 whose graph runs the [SEG] projection, SasP and the SAM mask decoder on one dummy query
