@@ -54,6 +54,15 @@ def clip_resize_shape(h: int, w: int, short_side: int) -> tuple[int, int]:
     return int(short_side * h / w), short_side
 
 
+def clip_view_box(h: int, w: int, clip_size: int) -> tuple[float, float, float, float]:
+    """``(left, top, right, bottom)`` in original-image pixels (floats) of the square CLIP keeps: shortest-side
+    resize to ``clip_size`` (:func:`clip_resize_shape`), then the centre ``clip_size`` crop."""
+    rh, rw = clip_resize_shape(h, w, clip_size)
+    top, left = (rh - clip_size) // 2, (rw - clip_size) // 2
+    sy, sx = h / rh, w / rw
+    return (left * sx, top * sy, (left + clip_size) * sx, (top + clip_size) * sy)
+
+
 def clip_preprocess(image: np.ndarray, clip_size: int = 336) -> tuple[Tensor, tuple[int, int], tuple[float, ...]]:
     """RGB uint8 ``[H, W, 3]`` -> CLIP pixel values ``[3, clip_size, clip_size]`` float32.
 
@@ -66,8 +75,7 @@ def clip_preprocess(image: np.ndarray, clip_size: int = 336) -> tuple[Tensor, tu
     left = (rw - clip_size) // 2
     crop = resized[top : top + clip_size, left : left + clip_size].astype(np.float32) / 255.0
     crop = (crop - np.asarray(CLIP_MEAN, np.float32)) / np.asarray(CLIP_STD, np.float32)
-    sy, sx = h / rh, w / rw
-    box = (left * sx, top * sy, (left + clip_size) * sx, (top + clip_size) * sy)
+    box = clip_view_box(h, w, clip_size)
     return torch.from_numpy(np.ascontiguousarray(crop.transpose(2, 0, 1))), (rh, rw), box
 
 

@@ -133,15 +133,24 @@ class Evaluator:
         if self.e.protocol == "teacher_forced":
             out = self.model(batch)
             preds = [(m > 0).cpu().numpy() for m in out.pred_masks]
-            return [{"masks": p, "points": out.points, "query_image": out.queries.image.cpu()} for p in preds]
-        from read.model.generate import greedy_generate, left_pad, segment_generated
+            image_of = out.queries.image.tolist()
+            sim = out.points.similarity if out.points is not None else None
+            return [{"masks": p, "points": out.points, "similarity": sim,
+                     "query": image_of.index(b) if b in image_of else None} for b, p in enumerate(preds)]
+        from read.model.generate import greedy_generate, left_pad, segment_generated_detail
 
         lb = left_pad(batch, self.tokenizer.pad_id)
         gen = greedy_generate(self.model, lb, max_new_tokens=self.e.max_new_tokens, eos_id=self.tokenizer.eos_id,
                               pad_id=self.tokenizer.pad_id)
-        row_masks = segment_generated(self.model, lb, gen)
-        results: list[dict] = [{"masks": [], "texts": [], "has_seg": [], "points": None}
-                                for _ in range(batch.num_images)]
+        detail = segment_generated_detail(self.model, lb, gen)
+        row_masks = detail.masks
+        seg_rows = gen.seg_rows.tolist()
+        row_to_image = lb.row_to_image.tolist()
+        first_row = {b: row_to_image.index(b) for b in set(row_to_image)}
+        results: list[dict] = [
+            {"masks": [], "texts": [], "has_seg": [], "points": detail.points, "similarity": detail.similarity,
+             "query": seg_rows.index(first_row[b]) if first_row.get(b) in seg_rows else None}
+            for b in range(batch.num_images)]
         for r, masks in enumerate(row_masks):
             b = int(lb.row_to_image[r])
             h, w = (int(v) for v in lb.image_hw[b])
@@ -214,10 +223,10 @@ class Evaluator:
                     if isinstance(item, WorkerFailure):
                         item.reraise()
                     preds = self.predict_batch(item.batch, item.samples)
-                    for j, (i, s, p) in enumerate(zip(item.indices, item.samples, preds, strict=True)):
+                    for i, s, p in zip(item.indices, item.samples, preds, strict=True):
                         fh.write(json.dumps(self.record(i, s, p)) + "\n")
-                        if overlay_budget > 0 and self.e.protocol == "teacher_forced":
-                            self.write_overlay(i, s, p, j, preds)
+                        if overlay_budget > 0:
+                            self.write_overlay(i, s, p)
                             overlay_budget -= 1
                     fh.flush()
                     done_now += len(item.indices)
@@ -290,15 +299,16 @@ class Evaluator:
         return out
 
     # ---------------------------------------------------------------------------------------------------------
-    def write_overlay(self, index: int, sample: Sample, pred: dict, j: int, preds: list[dict]) -> None:
-        """Image with prediction (red) and ground truth (green outline), SasP points, and the similarity map."""
+    def write_overlay(self, index: int, sample: Sample, pred: dict) -> None:
+        """``overlay_<index>.png``: the sample's first query, its prediction, ground truth, points and heat-map."""
         from read.eval.overlay import draw_overlay
 
-        points = pred.get("points")
-        qi = pred.get("query_image")
-        sel = (qi == j).nonzero(as_tuple=True)[0] if qi is not None else None
-        draw_overlay(self.output_dir / f"overlay_{index:05d}.png", sample, pred["masks"], points, sel,
-                     clip_size=clip_image_size(self.model.llava))
+        texts = pred.get("texts")
+        answer = (texts[0] if isinstance(texts, list) and texts else texts) if texts is not None else None
+        draw_overlay(self.output_dir / f"overlay_{index:05d}.png", sample, np.asarray(pred["masks"]),
+                     clip_size=clip_image_size(self.model.llava), query=pred.get("query"),
+                     similarity=pred.get("similarity"), points=pred.get("points"), answer=answer,
+                     protocol=self.e.protocol)
 
 
 def gres_queries(pred: dict, gt: np.ndarray, sample: Sample) -> list[dict]:

@@ -1,52 +1,77 @@
-"""Overlay images for inspection: predicted mask, ground-truth outline, SasP points and the similarity map."""
+"""Evaluation overlays (``eval.overlays=N``, every protocol): the first query of a sample drawn by the shared renderer
+(``read.utils.render``): prediction filled, ground truth outlined, SasP points, the [SEG] heat-map, the query, the
+per-sample IoU and, for generation, the answer."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
-import cv2
 import numpy as np
+import torch
 
 from read.data.base import Sample
+from read.data.transforms import clip_view_box
+from read.eval.metrics import mask_counts
+from read.model.sasp import dense_similarity_map
+from read.utils.render import render_figure, write_png
+
+__all__ = ["draw_overlay", "query_text"]
 
 
-def draw_overlay(path: Path, sample: Sample, pred_masks: np.ndarray, points=None, query_sel=None,
-                 clip_size: int | None = None) -> Path:
-    """Write ``[image + prediction + GT outline + points | similarity heat-map]`` as one PNG.
+def query_text(sample: Sample, row: int = 0) -> str:
+    """The user's question of conversation row ``row`` without the image placeholder."""
+    q = sample.conversations[row][0][0] if sample.conversations else ""
+    for tok in ("<im_start>", "<im_end>", "<image>"):
+        q = q.replace(tok, "")
+    return " ".join(q.split())
+
+
+def iou_of(pred: np.ndarray, gt: np.ndarray) -> float:
+    """IoU of one prediction with its ground truth, ignore pixels (255) excluded as in the metrics; 0/0 -> 0."""
+    c = mask_counts(torch.from_numpy(np.asarray(pred, bool)), torch.from_numpy(np.asarray(gt).astype(np.int64)))
+    return float(c["intersection"]) / float(c["union"]) if int(c["union"]) > 0 else 0.0
+
+
+def draw_overlay(path: Path, sample: Sample, pred_masks: np.ndarray, *, clip_size: int, query: int | None = None,
+                 similarity: torch.Tensor | None = None, points=None, answer: str | None = None,  # noqa: ANN001
+                 protocol: str = "") -> Path:
+    """Write the overlay of ``sample``'s first query as a PNG.
 
     Args:
-        pred_masks: ``[n, H, W]`` bool predictions of this sample's queries.
-        points: ``PointPrompts`` of the whole batch (or ``None`` when SasP is off).
-        query_sel: indices of this sample's queries inside ``points``.
+        pred_masks: ``[n, H, W]`` bool predictions of the sample's n queries (only the first is drawn).
+        clip_size: CLIP input side (the heat-map's frame).
+        query: index of the first query's [SEG] in ``similarity`` / ``points`` (``None``: no [SEG] for it).
+        similarity: ``[P, N]`` similarities of the batch's queries; points: their ``PointPrompts`` (or ``None``).
+        answer: the generated answer (generation protocols).
     """
-    img = cv2.cvtColor(sample.image, cv2.COLOR_RGB2BGR)
-    h, w = img.shape[:2]
-    left = img.astype(np.float32)
-    for m in pred_masks:
-        left[m] = 0.45 * left[m] + 0.55 * np.array((0, 0, 255), np.float32)
-    left = left.clip(0, 255).astype(np.uint8)
+    h, w = sample.image.shape[:2]
     gt = sample.masks if sample.masks is not None else sample.meta.get("gt_masks")
-    if gt is not None:
-        for g in np.asarray(gt):
-            contours, _ = cv2.findContours((g == 1).astype(np.uint8), cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_NONE)
-            cv2.drawContours(left, contours, -1, (0, 255, 0), 1)
-    right = np.zeros_like(img)
-    if points is not None and query_sel is not None and len(query_sel) > 0:
-        q = int(query_sel[0])
-        coords = points.coords_image[q].detach().float().cpu().numpy()
-        labels = points.labels[q].cpu().numpy()
-        colour = {1: (0, 255, 0), 0: (255, 0, 0), -1: (200, 200, 200)}
-        for (x, y), lab in zip(coords, labels, strict=True):
-            cv2.circle(left, (int(round(x)), int(round(y))), max(2, min(h, w) // 60), colour[int(lab)], -1)
-        from read.model.sasp import dense_similarity_map
-
-        n = points.similarity.shape[-1]
-        side = clip_size or int(round(n**0.5)) * 14  # LLaVA's patch size when the caller does not say
-        heat = dense_similarity_map(points.similarity[q].detach().float().cpu(), (h, w), side)
-        right = cv2.applyColorMap((heat.clamp(0, 1).numpy() * 255).astype(np.uint8), cv2.COLORMAP_JET)
-    out = np.concatenate([left, right], axis=1)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    if not cv2.imwrite(str(path), out):
-        raise OSError(f"{path}: could not write the overlay")
-    return path
-
+    gt = None if gt is None else np.asarray(gt)
+    n = int(pred_masks.shape[0])
+    pred = [pred_masks[0]] if n else []
+    lines = []
+    if answer is not None:
+        lines.append(f"answer: {answer}")
+    if gt is not None and gt.shape[0] and n:
+        lines.append(f"IoU {iou_of(pred_masks[0], gt[0]):.3f}" + (f"  (query 1 of {n})" if n > 1 else ""))
+    if protocol:
+        lines.append(f"{protocol}: {sample.name}")
+    heat = pts = labels = None
+    if query is not None and similarity is not None:
+        heat = dense_similarity_map(similarity[query].detach().float().cpu(), (h, w), clip_size).numpy()
+    if query is not None and points is not None:
+        valid = points.valid[query].cpu()
+        pts = points.coords_image[query].detach().float().cpu()[valid].numpy()
+        labels = points.labels[query].cpu()[valid].numpy()
+    fig = render_figure(
+        sample.image,
+        pred_masks=pred,
+        gt_masks=[gt[0]] if gt is not None and gt.shape[0] else [],
+        points=pts,
+        labels=labels,
+        heat=heat,
+        view_box=clip_view_box(h, w, clip_size) if heat is not None else None,
+        title=query_text(sample),
+        lines=lines,
+    )
+    return write_png(path, fig)

@@ -52,12 +52,14 @@ if TYPE_CHECKING:  # pragma: no cover
     from read.model.read_model import ReadModel
 
 __all__ = [
+    "GeneratedSegments",
     "GenerationOutput",
     "zero_padded_positions",
     "greedy_generate",
     "left_pad",
     "position_ids_from_mask",
     "segment_generated",
+    "segment_generated_detail",
     "segment_queries",
 ]
 
@@ -286,9 +288,15 @@ def segment_queries(
         query_image: ``[P]`` image index of each query.
         pixel_values_sam: ``[B, 3, S, S]``; image_hw, sam_input_hw: ``[B, 2]``.
     """
+    return _segment_queries(model, seg_hidden, image_hidden, query_image, pixel_values_sam, image_hw,
+                            sam_input_hw)[0]
+
+
+def _segment_queries(model, seg_hidden, image_hidden, query_image, pixel_values_sam, image_hw, sam_input_hw):
+    """:func:`segment_queries` and the point prompts (``None`` without a point prompter)."""
     if int(seg_hidden.shape[0]) == 0:
-        return []
-    per_image, _, local, _ = model.segment_states(
+        return [], None
+    per_image, _, local, points = model.segment_states(
         seg_hidden, image_hidden, query_image, pixel_values_sam, image_hw, sam_input_hw
     )
     # per_image[b] holds image b's queries in their original order: hand them back in query order
@@ -297,7 +305,24 @@ def segment_queries(
     for b in local.tolist():
         masks.append(per_image[b][taken[b]])
         taken[b] += 1
-    return masks
+    return masks, points
+
+
+@dataclass
+class GeneratedSegments:
+    """Masks and prompts of the generated [SEG] tokens (P queries, row-major then emission order, as
+    ``GenerationOutput.seg_rows``).
+
+    Attributes:
+        masks: per row, one fp32 ``[H, W]`` logit map per [SEG] (original size of the row's image).
+        points: the SasP prompts of the P queries (``read.model.sasp.PointPrompts``), ``None`` without SasP.
+        similarity: ``[P, N]`` fp32 dot products of each [SEG] state with its row's N image-token states
+            (``None`` when the rows' image-token counts differ); computed also when SasP is off.
+    """
+
+    masks: list[list[Tensor]]
+    points: object | None
+    similarity: Tensor | None
 
 
 @torch.no_grad()
@@ -307,10 +332,18 @@ def segment_generated(model: ReadModel, batch: Batch, gen: GenerationOutput) -> 
 
     ``batch`` is the batch given to :func:`greedy_generate` (only its images and ``row_to_image`` are used).
     """
+    return segment_generated_detail(model, batch, gen).masks
+
+
+@torch.no_grad()
+def segment_generated_detail(model: ReadModel, batch: Batch, gen: GenerationOutput) -> GeneratedSegments:
+    """:func:`segment_generated` with the SasP prompts and the similarity maps of the queries."""
+    from read.model.sasp_geometry import similarity_map
+
     device = gen.seg_hidden.device
     batch = batch.to(device)
     query_image = batch.row_to_image[gen.seg_rows]
-    masks = segment_queries(
+    masks, points = _segment_queries(
         model,
         gen.seg_hidden,
         gen.image_hidden,
@@ -322,4 +355,9 @@ def segment_generated(model: ReadModel, batch: Batch, gen: GenerationOutput) -> 
     out: list[list[Tensor]] = [[] for _ in range(gen.sequences.shape[0])]
     for row, m in zip(gen.seg_rows.tolist(), masks, strict=True):
         out[row].append(m)
-    return out
+    sim = None
+    if points is not None:
+        sim = points.similarity.float()
+    elif gen.image_hidden is not None and gen.num_queries > 0:
+        sim = similarity_map(gen.image_hidden, gen.seg_hidden).float()
+    return GeneratedSegments(masks=out, points=points, similarity=sim)
