@@ -82,6 +82,7 @@ def test_legend_names_what_is_drawn_and_only_that():
     ramp = heat_colours(np.linspace(0, 1, 60, dtype=np.float32)[None])[0]
     assert np.all(legend == ramp[0], axis=-1).any() and np.all(legend == ramp[-1], axis=-1).any()  # the colour bar
     assert bare.shape[0] == PAD + 256  # nothing drawn, no legend band
+    assert not np.all(legend == COLOURS["negative"], axis=-1).any()  # no negative point drawn, none in the legend
 
 
 def test_shape_errors_are_named():

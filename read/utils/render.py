@@ -180,16 +180,16 @@ def _wrap(text: str, font, width: int) -> list[str]:
     return lines
 
 
-def _legend_items(has_pred: int, has_gt: bool, has_points: bool, has_heat: bool, has_box: bool) -> list[tuple]:
+def _legend_items(has_pred: int, has_gt: bool, has_points: set[str], has_heat: bool, has_box: bool) -> list[tuple]:
     items: list[tuple] = []
     for k in range(has_pred):
         items.append(("fill", COLOURS["pred"][k % len(COLOURS["pred"])], "prediction" + (f" {k + 1}" if has_pred > 1
                                                                                        else "")))
     if has_gt:
         items.append(("outline", COLOURS["gt"], "ground truth"))
-    if has_points:
-        items += [("positive", None, "positive point"), ("negative", None, "negative point"),
-                  ("neutral", None, "neutral point")]
+    for kind in ("positive", "negative", "neutral"):
+        if kind in has_points:
+            items.append((kind, None, f"{kind} point"))
     if has_heat:
         items.append(("bar", None, "similarity low -> high"))
     if has_box:
@@ -337,7 +337,9 @@ def render_figure(
             texts.append((x, band.shape[0] // 2, cap))
             x += p.shape[1] + PAD
         body = np.concatenate([_put_text(band, texts, _font(TEXT_SIZE)), body], axis=0)
-    items = _legend_items(len(pred_masks), len(gt_masks) > 0, points is not None, heat is not None,
+    kinds = set() if points is None else {{1: "positive", 0: "negative"}.get(int(v), "neutral")
+                                           for v in np.asarray(labels).reshape(-1)}
+    items = _legend_items(len(pred_masks), len(gt_masks) > 0, kinds, heat is not None,
                           heat is not None and view_box is not None)
     parts = [_title_band(width, title, lines), body]
     if items:
