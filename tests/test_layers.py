@@ -1,4 +1,4 @@
-"""Package structure: layers (utils/config < model < data < train, eval, infer < cli), no import cycles, module sizes,
+"""Package structure: layers (utils/config < model < data < train, eval, infer, analysis < cli), no import cycles, module sizes,
 and no API that the installed transformers says it will remove."""
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ import torch
 from conftest import ROOT
 
 PACKAGE = ROOT / "read"
-LAYERS = {"utils": 1, "config": 1, "model": 2, "data": 3, "train": 4, "eval": 4, "infer": 4, "cli": 5}
+LAYERS = {"utils": 1, "config": 1, "model": 2, "data": 3, "train": 4, "eval": 4, "infer": 4, "analysis": 4, "cli": 5}
 MAX_LINES = 400
 
 

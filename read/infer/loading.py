@@ -6,7 +6,8 @@
   folder or up to two levels above: ``runs/x/checkpoints/step_00000080`` finds ``runs/x/config.yaml``);
 * an official release folder (``config.json`` + ``pytorch_model*.bin``): ``configs/model/read_7b.yaml`` or
   ``read_13b.yaml`` by its ``hidden_size`` (4096 / 5120), its own tokenizer, no LoRA, SAM from the release. Give
-  ``config=`` for anything else (a LISA/SESAME release with other SasP settings, a tiny test release).
+  ``config=`` for anything else (a LISA/SESAME release with other SasP settings, a tiny test release); the
+  release's tokenizer, no LoRA and no separate SAM checkpoint are applied to it too (:func:`release_overrides`).
 """
 
 from __future__ import annotations
@@ -42,9 +43,14 @@ def _release_config(path: Path, overrides: list[str]) -> ReadConfig:
         raise ValueError(f"{file}: hidden_size {hidden} is neither READ-7B (4096) nor READ-13B (5120); pass config=")
     if not (CONFIGS / name).is_file():
         raise FileNotFoundError(f"{CONFIGS / name}: the bundled configs are not installed here; pass config=")
-    base = [f"model.vlm.tokenizer={path}", "model.vlm.gradient_checkpointing=false", "model.sam.checkpoint=null",
+    return load_config(CONFIGS / name, [*release_overrides(path), *overrides])
+
+
+def release_overrides(path: Path) -> list[str]:
+    """What every release needs on top of a model config: its own tokenizer, no LoRA (releases are merged), SAM
+    from the release (no separate SAM checkpoint), no gradient checkpointing."""
+    return [f"model.vlm.tokenizer={path}", "model.vlm.gradient_checkpointing=false", "model.sam.checkpoint=null",
             "model.lora.enabled=false"]
-    return load_config(CONFIGS / name, [*base, *overrides])
 
 
 def resolve_model(path: str | Path, config: str | Path | ReadConfig | None = None,
@@ -67,7 +73,8 @@ def resolve_model(path: str | Path, config: str | Path | ReadConfig | None = Non
     if isinstance(config, ReadConfig):
         return config, p
     if config is not None:
-        return load_config(config, overrides), p
+        base = release_overrides(p) if kind == "released" and p.is_dir() else []
+        return load_config(config, [*base, *overrides]), p
     if kind == "released":
         if p.is_file():
             raise FileNotFoundError(f"{p}: a single-file official dump needs config= (the model it belongs to)")

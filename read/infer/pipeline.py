@@ -64,6 +64,7 @@ class ReadPipeline:
         self.clip_size = clip_image_size(model.llava)
         self.max_new_tokens = int(cfg.eval.max_new_tokens)
         self.weights: Path | None = None
+        self.digest: str | None = None  # digest of every weight (read.model.fingerprint), set by from_pretrained
 
     @classmethod
     def from_pretrained(
@@ -115,6 +116,7 @@ class ReadPipeline:
             quantize_language_model(model, quantize, dev)
         pipe = cls(model, built.tokenizer, cfg, dev, conv_template=conv_template)
         pipe.weights = built.weights
+        pipe.digest = built.digest
         return pipe
 
     # ---------------------------------------------------------------------------------------------------------

@@ -143,6 +143,7 @@ class ReadModel(nn.Module):
         pixel_values_sam: Tensor,
         image_hw: Tensor,
         sam_input_hw: Tensor,
+        image_embeddings: Tensor | None = None,
     ) -> tuple[list[Tensor], Tensor, Tensor, object | None]:
         """SasP, the [SEG] projection and SAM for P query states, the SAM encoder run once per image with a query.
 
@@ -150,6 +151,8 @@ class ReadModel(nn.Module):
             seg_hidden: ``[P, C]``; image_hidden: ``[P, N, C]`` image-token states of each query's row (used only
                 with a point prompter, required then when P > 0); query_image: ``[P]`` image index of each query.
             pixel_values_sam: ``[B, 3, S, S]``; image_hw, sam_input_hw: ``[B, 2]``.
+            image_embeddings: ``[U, D, e, e]`` SAM embeddings of the ``used`` images, when the caller already has
+                them (analysis tools); ``None``: encoded here.
 
         Returns:
             (per used image ``[n_u, H_u, W_u]`` fp32 logits of its queries in query order, ``used`` ``[U]`` the
@@ -166,8 +169,10 @@ class ReadModel(nn.Module):
                 raise ValueError("SasP needs the image-token states of every query row (rows without image tokens?)")
             points = self.point_prompter(image_hidden, seg_hidden, image_hw[query_image])
             coords, labels = points.coords, points.labels
+        if image_embeddings is None:
+            image_embeddings = self.sam.encode_images(pixel_values_sam[used])
         per_used = self.sam(
-            self.sam.encode_images(pixel_values_sam[used]),
+            image_embeddings,
             self.text_hidden_fcs(seg_hidden),  # [P, D]
             local,
             sam_input_hw[used],

@@ -25,13 +25,14 @@ is greyed out, and the view's edge is a dashed white box (docs/DEMO.md).
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
 
 import cv2
 import numpy as np
 
-__all__ = ["COLOURS", "fit_scale", "render_figure", "write_png"]
+__all__ = ["COLOURS", "Panel", "fit_scale", "heat_colours", "render_figure", "render_panels", "write_png"]
 
 # RGB
 COLOURS = {
@@ -126,43 +127,67 @@ def heat_colours(heat: np.ndarray) -> np.ndarray:
     return cv2.cvtColor(cv2.applyColorMap(v, cv2.COLORMAP_TURBO), cv2.COLOR_BGR2RGB)
 
 
-def _left_panel(img: np.ndarray, s: float, pred_masks, gt_masks, points, labels) -> np.ndarray:
-    h, w = img.shape[:2]
-    size = (max(1, round(w * s)), max(1, round(h * s)))
-    panel = _resize(img, size, nearest=s > 1).astype(np.float32)
-    preds = [_resize(np.asarray(m, np.uint8), size, nearest=True).astype(bool) for m in pred_masks]
-    for k, m in enumerate(preds):
-        _hatch_fill(panel, m, COLOURS["pred"][k % len(COLOURS["pred"])])
-    panel = panel.clip(0, 255).astype(np.uint8)
-    for k, m in enumerate(preds):
-        _outline(panel, m, COLOURS["pred"][k % len(COLOURS["pred"])], 1, rim=COLOURS["paper"])
-    for g in gt_masks:
-        _outline(panel, _resize((np.asarray(g) == 1).astype(np.uint8), size, nearest=True), COLOURS["gt"], 2,
-                 rim=COLOURS["ink"])
-    if points is not None:
-        r = max(5, round(min(size) / 70))
-        for (x, y), lab in zip(np.asarray(points, np.float64).reshape(-1, 2), np.asarray(labels).reshape(-1),
-                               strict=True):
-            kind = {1: "positive", 0: "negative"}.get(int(lab), "neutral")
-            _marker(panel, (x + 0.5) * size[0] / w, (y + 0.5) * size[1] / h, kind, r)
-    return panel
+@dataclass
+class Panel:
+    """One panel of a figure: a background (the image, or a heat-map over a grey copy of it) and what is drawn on it.
+
+    Attributes:
+        caption: the line above the panel.
+        pred_masks: bool ``[H, W]`` predictions (filled, striped); gt_masks: ``[H, W]`` ground truths (1 = object),
+            outlined.
+        points, labels: ``[K, 2]`` (x, y) in image pixels and ``[K]`` labels (1 / 0 / -1), or ``None``.
+        heat: ``[H, W]`` in [0, 1] drawn as the background (``None``: the image itself).
+        view_box: ``(x0, y0, x1, y1)`` in image pixels of the part the heat-map covers (outside: greyed), or ``None``.
+    """
+
+    caption: str = ""
+    pred_masks: Sequence[np.ndarray] = ()
+    gt_masks: Sequence[np.ndarray] = ()
+    points: np.ndarray | None = None
+    labels: np.ndarray | None = None
+    heat: np.ndarray | None = None
+    view_box: Sequence[float] | None = None
 
 
-def _right_panel(img: np.ndarray, s: float, heat: np.ndarray, view_box) -> np.ndarray:
+def _background(img: np.ndarray, size: tuple[int, int], s: float, heat, view_box) -> np.ndarray:  # noqa: ANN001
+    base = _resize(img, size, nearest=s > 1)
+    if heat is None:
+        return base.astype(np.float32)
     h, w = img.shape[:2]
-    size = (max(1, round(w * s)), max(1, round(h * s)))
-    grey = cv2.cvtColor(cv2.cvtColor(_resize(img, size, nearest=s > 1), cv2.COLOR_RGB2GRAY), cv2.COLOR_GRAY2RGB)
+    grey = cv2.cvtColor(cv2.cvtColor(base, cv2.COLOR_RGB2GRAY), cv2.COLOR_GRAY2RGB).astype(np.float32)
     colours = heat_colours(_resize(np.asarray(heat, np.float32), size, nearest=False))
-    panel = (0.65 * colours + 0.35 * grey).astype(np.float32)
+    panel = 0.65 * colours + 0.35 * grey
     if view_box is not None:
         x0, y0, x1, y1 = (v * f for v, f in zip(view_box, (size[0] / w, size[1] / h, size[0] / w, size[1] / h),
                                                 strict=True))
         outside = np.ones(size[::-1], bool)
         outside[max(0, int(round(y0))):int(round(y1)), max(0, int(round(x0))):int(round(x1))] = False
         panel[outside] = 0.3 * grey[outside] + 0.7 * 128.0
-        panel = panel.clip(0, 255).astype(np.uint8)
-        _dashed_rect(panel, (x0, y0, x1, y1), COLOURS["paper"])
-    return panel.clip(0, 255).astype(np.uint8)
+    return panel
+
+
+def _panel(img: np.ndarray, s: float, p: Panel) -> np.ndarray:
+    h, w = img.shape[:2]
+    size = (max(1, round(w * s)), max(1, round(h * s)))
+    canvas = _background(img, size, s, p.heat, p.view_box)
+    preds = [_resize(np.asarray(m, np.uint8), size, nearest=True).astype(bool) for m in p.pred_masks]
+    for k, m in enumerate(preds):
+        _hatch_fill(canvas, m, COLOURS["pred"][k % len(COLOURS["pred"])])
+    canvas = canvas.clip(0, 255).astype(np.uint8)
+    if p.heat is not None and p.view_box is not None:
+        _dashed_rect(canvas, [v * size[i % 2] / (w, h)[i % 2] for i, v in enumerate(p.view_box)], COLOURS["paper"])
+    for k, m in enumerate(preds):
+        _outline(canvas, m, COLOURS["pred"][k % len(COLOURS["pred"])], 1, rim=COLOURS["paper"])
+    for g in p.gt_masks:
+        _outline(canvas, _resize((np.asarray(g) == 1).astype(np.uint8), size, nearest=True), COLOURS["gt"], 2,
+                 rim=COLOURS["ink"])
+    if p.points is not None:
+        r = max(5, round(min(size) / 70))
+        for (x, y), lab in zip(np.asarray(p.points, np.float64).reshape(-1, 2), np.asarray(p.labels).reshape(-1),
+                               strict=True):
+            kind = {1: "positive", 0: "negative"}.get(int(lab), "neutral")
+            _marker(canvas, (x + 0.5) * size[0] / w, (y + 0.5) * size[1] / h, kind, r)
+    return canvas
 
 
 def _wrap(text: str, font, width: int) -> list[str]:
@@ -264,6 +289,53 @@ def _title_band(width: int, title: str, lines: Sequence[str]) -> np.ndarray:
     return np.asarray(pil).copy()
 
 
+def render_panels(image: np.ndarray, panels: Sequence[Panel], *, title: str = "", lines: Sequence[str] = (),
+                  captions: bool = True, min_side: int = MIN_SIDE, max_side: int = MAX_SIDE) -> np.ndarray:
+    """Title band, the panels side by side (each scaled so its long side is in ``[min_side, max_side]``), a legend
+    of everything drawn. ``image``: RGB uint8 ``[H, W, 3]``; every mask and heat-map must be ``[H, W]``.
+
+    Raises:
+        ValueError: a wrong image or a mask / heat-map of another size (named).
+    """
+    img = np.asarray(image)
+    if img.ndim != 3 or img.shape[2] != 3 or img.dtype != np.uint8:
+        raise ValueError(f"render: expected an RGB uint8 image [H, W, 3], got {img.dtype} {img.shape}")
+    if not panels:
+        raise ValueError("render: no panel to draw")
+    h, w = img.shape[:2]
+    for p in panels:
+        for m in (*p.pred_masks, *p.gt_masks):
+            if np.asarray(m).shape != (h, w):
+                raise ValueError(f"render: mask {np.asarray(m).shape} does not match the image {(h, w)}")
+        if p.heat is not None and np.asarray(p.heat).shape != (h, w):
+            raise ValueError(f"render: heat-map {np.asarray(p.heat).shape} does not match the image {(h, w)}")
+    s = fit_scale(h, w, min_side, max_side)
+    drawn = [_panel(img, s, p) for p in panels]
+    gap = np.full((drawn[0].shape[0], PAD, 3), 255, np.uint8)
+    row = [gap]
+    for d in drawn:
+        row += [d, gap]
+    body = np.concatenate(row, axis=1)
+    width = body.shape[1]
+    if captions and any(p.caption for p in panels):
+        band = np.full((TEXT_SIZE + 10, width, 3), 255, np.uint8)
+        texts, x = [], PAD
+        for d, p in zip(drawn, panels, strict=True):
+            texts.append((x, band.shape[0] // 2, p.caption))
+            x += d.shape[1] + PAD
+        body = np.concatenate([_put_text(band, texts, _font(TEXT_SIZE)), body], axis=0)
+    n_pred = max((len(p.pred_masks) for p in panels), default=0)
+    kinds = {{1: "positive", 0: "negative"}.get(int(v), "neutral") for p in panels if p.points is not None
+             for v in np.asarray(p.labels).reshape(-1)}
+    heat = any(p.heat is not None for p in panels)
+    box = any(p.heat is not None and p.view_box is not None for p in panels)
+    items = _legend_items(n_pred, any(len(p.gt_masks) for p in panels), kinds, heat, box)
+    parts = [_title_band(width, title, lines), body]
+    if items:
+        parts.append(_draw_legend(width, items))
+    return np.concatenate(parts, axis=0)
+
+
 def render_figure(
     image: np.ndarray,
     *,
@@ -280,7 +352,8 @@ def render_figure(
     min_side: int = MIN_SIDE,
     max_side: int = MAX_SIDE,
 ) -> np.ndarray:
-    """Draw the figure described in the module docstring.
+    """The demo / overlay figure: the image with predictions, ground truth and points (left) and the heat-map
+    (right), see the module docstring.
 
     Args:
         image: RGB uint8 ``[H, W, 3]``.
@@ -297,54 +370,19 @@ def render_figure(
     Returns:
         RGB uint8 ``[H', W', 3]``; each panel's long side is in ``[min_side, max_side]``.
     """
-    img = np.asarray(image)
-    if img.ndim != 3 or img.shape[2] != 3 or img.dtype != np.uint8:
-        raise ValueError(f"render_figure: expected an RGB uint8 image [H, W, 3], got {img.dtype} {img.shape}")
-    h, w = img.shape[:2]
-    for m in (*pred_masks, *gt_masks):
-        if np.asarray(m).shape != (h, w):
-            raise ValueError(f"render_figure: mask {np.asarray(m).shape} does not match the image {(h, w)}")
-    if heat is not None and np.asarray(heat).shape != (h, w):
-        raise ValueError(f"render_figure: heat-map {np.asarray(heat).shape} does not match the image {(h, w)}")
     if panels not in ("both", "left", "right"):
         raise ValueError(f"render_figure: panels must be 'both', 'left' or 'right', got {panels!r}")
     if panels == "right" and heat is None:
         raise ValueError("render_figure: panels='right' needs a heat-map")
-    if panels == "left":
-        heat = None
-    if panels == "right":
-        pred_masks, gt_masks, points = (), (), None
-    s = fit_scale(h, w, min_side, max_side)
-    drawn = [] if panels == "right" else [_left_panel(img, s, pred_masks, gt_masks, points, labels)]
-    if heat is not None:
-        drawn.append(_right_panel(img, s, heat, view_box))
     if captions is None:
         captions = ("prediction" + (" and SasP points" if points is not None else "")
                     + (" (outline: ground truth)" if len(gt_masks) else ""),
                     "[SEG] similarity to the image tokens")
-        captions = captions[1:] if panels == "right" else captions
-    ph = drawn[0].shape[0]
-    gap = np.full((ph, PAD, 3), 255, np.uint8)
-    row = [gap]
-    for p in drawn:
-        row += [p, gap]
-    body = np.concatenate(row, axis=1)
-    width = body.shape[1]
-    if captions:
-        band = np.full((TEXT_SIZE + 10, width, 3), 255, np.uint8)
-        texts, x = [], PAD
-        for p, cap in zip(drawn, captions, strict=False):
-            texts.append((x, band.shape[0] // 2, cap))
-            x += p.shape[1] + PAD
-        body = np.concatenate([_put_text(band, texts, _font(TEXT_SIZE)), body], axis=0)
-    kinds = set() if points is None else {{1: "positive", 0: "negative"}.get(int(v), "neutral")
-                                           for v in np.asarray(labels).reshape(-1)}
-    items = _legend_items(len(pred_masks), len(gt_masks) > 0, kinds, heat is not None,
-                          heat is not None and view_box is not None)
-    parts = [_title_band(width, title, lines), body]
-    if items:
-        parts.append(_draw_legend(width, items))
-    return np.concatenate(parts, axis=0)
+    captions = list(captions) + ["", ""]
+    left = Panel(captions[0], pred_masks, gt_masks, points, labels)
+    right = Panel(captions[1], heat=heat, view_box=view_box) if heat is not None else None
+    chosen = {"both": [left] + ([right] if right else []), "left": [left], "right": [right]}[panels]
+    return render_panels(image, chosen, title=title, lines=lines, min_side=min_side, max_side=max_side)
 
 
 def write_png(path: str | Path, rgb: np.ndarray) -> Path:
