@@ -117,7 +117,11 @@ def test_optimizer_choice(choice, params):
     if choice == "deepspeed_fused_adam":
         with pytest.raises(ValueError, match="needs CUDA"):
             build_deepspeed_config(cfg, cpu=True, root=ROOT)
-    assert load_config(ROOT / "configs/model/read_7b.yaml").train.optimizer == "adamw"  # no compiler by default
+    # the default never needs a compiler: the fused torch kernel on CUDA, the plain loop on the CPU
+    default = load_config(ROOT / "configs/model/read_7b.yaml")
+    assert default.train.optimizer == "auto"
+    assert build_deepspeed_config(default, root=ROOT)["optimizer"]["params"]["fused"] is True
+    assert "fused" not in build_deepspeed_config(default, cpu=True, root=ROOT)["optimizer"]["params"]
 
 
 @pytest.mark.process_group

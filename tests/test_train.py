@@ -80,7 +80,8 @@ def test_deepspeed_json_is_generated_from_the_yaml():
     assert ds["gradient_accumulation_steps"] == 7
     assert ds["train_batch_size"] == 3 * 7 * 8
     assert ds["optimizer"] == {"type": "AdamW", "params": {"lr": 1e-4, "betas": [0.9, 0.95], "eps": 1e-8,
-                                                            "weight_decay": 0.0, "torch_adam": True}}
+                                                            "weight_decay": 0.0, "torch_adam": True,
+                                                            "fused": True}}  # auto on a GPU run: fused
     assert ds["scheduler"] == {"type": "WarmupDecayLR", "params": {
         "total_num_steps": 1000, "warmup_min_lr": 0.0, "warmup_max_lr": 1e-4, "warmup_num_steps": 50,
         "warmup_type": "linear"}}

@@ -218,9 +218,10 @@ class TrainConfig:
     betas: list[float] = field(default_factory=lambda: [0.9, 0.95])
     eps: float = 1e-8
     weight_decay: float = 0.0
-    optimizer: Literal["adamw", "adamw_fused", "deepspeed_fused_adam"] = "adamw"
-    """AdamW implementation (same update rule). ``adamw``: ``torch.optim.AdamW`` (no compiler needed, the
-    default); ``adamw_fused``: its fused kernel (``fused=True``, CUDA or CPU); ``deepspeed_fused_adam``: DeepSpeed's
+    optimizer: Literal["auto", "adamw", "adamw_fused", "deepspeed_fused_adam"] = "auto"
+    """AdamW implementation (same update rule). ``auto`` (default): ``adamw_fused`` on CUDA, ``adamw`` elsewhere;
+    ``adamw``: ``torch.optim.AdamW`` (no compiler needed); ``adamw_fused``: its fused kernel (``fused=True``, one
+    kernel for all parameters instead of a loop of small ones; CUDA or CPU); ``deepspeed_fused_adam``: DeepSpeed's
     FusedAdam (what the official run used), JIT-compiled with nvcc on first use, CUDA only, needs a CUDA toolkit
     matching torch's."""
     warmup_steps: int = 100

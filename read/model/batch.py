@@ -56,6 +56,11 @@ class Batch:
                 changes[f.name] = [fn(f.name, t) for t in v]
         return replace(self, **changes)
 
+    def pin_memory(self) -> Batch:
+        """Every tensor in page-locked host memory (the DataLoader's ``pin_memory`` hook), so the copy to the GPU can
+        run without blocking (:meth:`to` with ``non_blocking=True``)."""
+        return self.map_tensors(lambda _, t: t.pin_memory())
+
     def to(self, device: torch.device | str, dtype: torch.dtype | None = None, *, non_blocking: bool = False
            ) -> Batch:
         """Move every tensor to ``device``; cast only the two image tensors to ``dtype`` when given.

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+import torch
 from torch import Tensor
 
 
@@ -18,8 +19,10 @@ class LossOutput:
     num_masks: int
 
     def as_floats(self) -> dict[str, float]:
-        """Detached Python floats for logging."""
-        return {k: float(getattr(self, k).detach()) for k in ("total", "ce", "bce", "dice")}
+        """Detached Python floats for logging (one device-to-host transfer for the four values)."""
+        keys = ("total", "ce", "bce", "dice")
+        values = torch.stack([getattr(self, k).detach().float().reshape(()) for k in keys]).tolist()
+        return dict(zip(keys, values, strict=True))
 
 
 @dataclass

@@ -50,13 +50,16 @@ def build_deepspeed_config(cfg: ReadConfig, *, world_size: int = 1, cpu: bool = 
     zero["stage"] = t.zero_stage
     dtype = cfg.model.vlm.dtype
     params: dict[str, Any] = {"lr": t.lr, "betas": list(t.betas), "eps": t.eps, "weight_decay": t.weight_decay}
-    if t.optimizer == "deepspeed_fused_adam":
+    offload = (zero.get("offload_optimizer") or {}).get("device") in ("cpu", "nvme")
+    # auto: the fused kernel where the optimiser runs on the GPU; the plain loop on the CPU (no GPU, or offloaded)
+    optimizer = t.optimizer if t.optimizer != "auto" else ("adamw" if cpu or offload else "adamw_fused")
+    if optimizer == "deepspeed_fused_adam":
         if cpu:
             raise ValueError("train.optimizer=deepspeed_fused_adam needs CUDA (DeepSpeed's FusedAdam is a CUDA kernel); "
                              "use adamw or adamw_fused")
     else:  # torch.optim.AdamW inside DeepSpeed: nothing to compile
         params["torch_adam"] = True
-        if t.optimizer == "adamw_fused":
+        if optimizer == "adamw_fused":
             params["fused"] = True
     ds = {
         **knobs,

@@ -52,7 +52,9 @@ class TorchEngine:
         self.mixed = any(p.dtype != torch.float32 for p in self.params)
         self.masters = ([p.detach().float().clone().requires_grad_(True) for p in self.params]
                         if self.mixed else None)
-        kwargs = {"fused": True} if t.optimizer == "adamw_fused" else {}
+        on_cuda = any(p.is_cuda for p in self.params)
+        fused = t.optimizer == "adamw_fused" or (t.optimizer == "auto" and on_cuda)
+        kwargs = {"fused": True} if fused else {}
         self.optimizer = torch.optim.AdamW(
             self.masters or self.params, lr=t.lr, betas=tuple(t.betas), eps=t.eps, weight_decay=t.weight_decay,
             **kwargs

@@ -82,6 +82,7 @@ class Trainer:
         self.output_dir = Path(output_dir)
         self.device = device
         self.dtype = next(self.model.llava.parameters()).dtype
+        self.pin_memory = torch.device(device).type == "cuda"
         t = cfg.train
         self.micro_per_epoch = t.steps_per_epoch * t.grad_accumulation_steps
         self.total_steps = t.epochs * t.steps_per_epoch
@@ -107,6 +108,7 @@ class Trainer:
             generator=torch.Generator(),  # leave the global RNG (dropout) untouched by worker seeding
             persistent_workers=False,
             prefetch_factor=2 if workers > 0 else None,
+            pin_memory=self.pin_memory,  # CUDA: page-locked batches, copied without blocking the step
         )
 
     def resume(self) -> bool:
@@ -197,7 +199,7 @@ class Trainer:
                 st.epoch += 1
                 st.micro_in_epoch = 0
             for batch in self.loader(st.epoch, st.micro_in_epoch):
-                batch = batch.to(self.device, dtype=self.dtype)
+                batch = batch.to(self.device, dtype=self.dtype, non_blocking=self.pin_memory)
                 out = self.engine(batch)
                 loss = out.loss.total
                 if dist.all_true(bool(torch.isfinite(loss)), self.device):
