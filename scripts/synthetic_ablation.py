@@ -3,6 +3,7 @@
     python scripts/synthetic_ablation.py                                   # 4 variants x 3 seeds x 15 minutes
     python scripts/synthetic_ablation.py --variants full --seeds 0 1 2     # a subset; finished runs are skipped
     python scripts/synthetic_ablation.py --report-only                     # tables and curves from what exists
+    python scripts/synthetic_ablation.py --config configs/experiments/miniature.yaml --out runs/miniature
 
 Each run trains ``configs/experiments/synthetic_ablation.yaml`` (plus the variant's overrides) for
 ``--minutes`` of training time, then evaluates the final checkpoint on the whole val split with the
@@ -37,14 +38,14 @@ KIND_GROUPS = {"explicit": ("explicit",), "implicit": ("corners", "size", "relat
                "size": ("size",), "relation": ("relation",)}
 
 
-def run_one(variant: str, seed: int, minutes: float, out: Path, data_root: Path) -> Path:
+def run_one(variant: str, seed: int, minutes: float, out: Path, data_root: Path, config: Path = CONFIG) -> Path:
     run = out / variant / f"seed{seed}"
     if (run / "done.json").is_file():
         print(f"skip {variant} seed {seed}: done")
         return run
     env = dict(os.environ, DS_ACCELERATOR="cpu", HF_HUB_OFFLINE="1", PYTHONUNBUFFERED="1")
     common = [f"data.root={data_root}"]
-    train = [sys.executable, str(ROOT / "train.py"), "--config", str(CONFIG), f"output_dir={run}",
+    train = [sys.executable, str(ROOT / "train.py"), "--config", str(config), f"output_dir={run}",
              f"train.seed={seed}", f"train.max_minutes={minutes}", *common, *VARIANTS[variant]]
     print("+", " ".join(train[1:]), flush=True)
     subprocess.run(train, cwd=ROOT, env=env, check=True)
@@ -150,6 +151,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--out", default="runs/synthetic_ablation")
     parser.add_argument("--data-root", default="data/reasoning_bench")
     parser.add_argument("--report-only", action="store_true")
+    parser.add_argument("--config", default=str(CONFIG),
+                        help="the experiment (configs/experiments/miniature.yaml: the miniature pretrained world)")
     args = parser.parse_args(argv)
     out, data_root = Path(args.out), Path(args.data_root)
     if not (data_root / "reason_seg" / "ReasonSeg" / "val").is_dir():
@@ -159,7 +162,7 @@ def main(argv: list[str] | None = None) -> None:
     if not args.report_only:
         for seed in args.seeds:
             for variant in args.variants:
-                run_one(variant, seed, args.minutes, out, data_root)
+                run_one(variant, seed, args.minutes, out, data_root, Path(args.config))
     print(report(out, data_root))
 
 

@@ -12,7 +12,7 @@ import torch
 from conftest import ROOT
 
 PACKAGE = ROOT / "read"
-LAYERS = {"utils": 1, "config": 1, "model": 2, "data": 3, "train": 4, "eval": 4, "infer": 4, "analysis": 4, "cli": 5}
+LAYERS = {"utils": 1, "config": 1, "model": 2, "data": 3, "train": 4, "eval": 4, "infer": 4, "analysis": 4, "miniature": 4, "cli": 5}
 MAX_LINES = 400
 
 

@@ -1,0 +1,200 @@
+"""Stage 2: a tiny LLaVA-1.5 in llava-hf layout, trained in LLaVA's two stages on synthetic scenes: (a) projector
+alignment on captions (CLIP and the language model frozen), (b) instruction tuning of projector + language model on
+captions and questions (counts, colours, kinds, and the benchmark's one-step reasoning queries answered by name).
+Its vision tower is stage 1's CLIP. Saved as ``LlavaForConditionalGeneration`` + ``tokenizer.model`` +
+``added_tokens.json`` (``<image>``, ``<pad>`` after the SentencePiece pieces, as llava-hf), which
+``model.vlm.pretrained`` loads. Quality: caption accuracy (every shape named with its colour, nothing else) and
+answer accuracy on held-out scenes."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from read.data.base import Sample
+from read.data.collate import collate
+from read.miniature.common import Stage
+from read.miniature.scenes import caption, caption_words, qa_pairs, scene, vocabulary_sentences
+
+__all__ = ["LlavaSizes", "caption_accuracy", "train_llava"]
+
+CONV = "llava_v1"
+
+
+@dataclass
+class LlavaSizes:
+    hidden: int = 128
+    intermediate: int = 344
+    layers: int = 4
+    heads: int = 4
+    vocab: int = 600
+
+
+def caption_accuracy(predicted: list[str], truths: list[set[tuple[str, str]]]) -> dict[str, float]:
+    """``exact``: the fraction of captions naming exactly the scene's (colour, kind) pairs; ``f1``: the mean
+    per-caption F1 of named pairs against the scene's."""
+    exact, f1s = 0, []
+    for text, truth in zip(predicted, truths, strict=True):
+        got = caption_words(text)
+        exact += got == truth
+        tp = len(got & truth)
+        p = tp / len(got) if got else 0.0
+        r = tp / len(truth) if truth else 0.0
+        f1s.append(2 * p * r / (p + r) if p + r else 0.0)
+    n = max(1, len(predicted))
+    return {"exact": exact / n, "f1": float(np.mean(f1s)) if f1s else 0.0}
+
+
+def _tokenizer(folder: Path, vocab: int):
+    """A SentencePiece model trained on the scene vocabulary, written in llava-hf layout (``tokenizer.model`` and
+    ``<image>``, ``<pad>`` right after the pieces) and read back exactly as READ will read it (READ's own tokens,
+    [SEG] and the image wrappers, come after those and are never seen here)."""
+    from read.model.tokenizer import ReadTokenizer
+
+    proto = ReadTokenizer.build_tiny(vocab, extra_sentences=vocabulary_sentences() * 3).model_proto
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "tokenizer.model").write_bytes(proto)
+    v = _pieces(proto)
+    (folder / "added_tokens.json").write_text(json.dumps({"<image>": v, "<pad>": v + 1}))
+    return ReadTokenizer.from_pretrained(folder, use_im_start_end=False)
+
+
+def _pieces(proto: bytes) -> int:
+    import sentencepiece as spm
+
+    return spm.SentencePieceProcessor(model_proto=proto).get_piece_size()
+
+
+def build_llava(sizes: LlavaSizes, clip_folder: Path, tok):
+    """LLaVA-1.5 with stage 1's CLIP vision tower (loaded strictly) and a random language model."""
+    from transformers import CLIPModel, LlamaConfig, LlavaConfig, LlavaForConditionalGeneration
+
+    clip = CLIPModel.from_pretrained(clip_folder)
+    vision = clip.config.vision_config
+    text = LlamaConfig(vocab_size=tok.image_token_id + 2, hidden_size=sizes.hidden, intermediate_size=sizes.intermediate,
+                       num_hidden_layers=sizes.layers, num_attention_heads=sizes.heads,
+                       num_key_value_heads=sizes.heads, max_position_embeddings=512, pad_token_id=tok.pad_id,
+                       bos_token_id=tok.bos_id, eos_token_id=tok.eos_id, tie_word_embeddings=False)
+    conf = LlavaConfig(text_config=text, vision_config=vision, image_token_index=tok.image_token_id,
+                       vision_feature_layer=-2, vision_feature_select_strategy="default",
+                       projector_hidden_act="gelu", image_seq_length=(vision.image_size // vision.patch_size) ** 2,
+                       tie_word_embeddings=False)
+    model = LlavaForConditionalGeneration(conf)
+    model.model.vision_tower.load_state_dict(clip.vision_model.state_dict(), strict=True)
+    return model
+
+
+def _batch(model, tok, items: list[tuple[np.ndarray, str, str | None]]):
+    vt = model.config.vision_config
+    samples = [Sample(image=im, conversations=[[("<image>\n" + q, a)]],
+                      masks=np.zeros((0, *im.shape[:2]), np.uint8) if a is not None else None) for im, q, a in items]
+    return collate(samples, tok, num_image_tokens=(vt.image_size // vt.patch_size) ** 2, clip_size=vt.image_size,
+                   sam_size=64, use_im_start_end=False, conv_template=CONV)
+
+
+def _examples(rng: np.random.Generator, n: int, captions_only: bool) -> list[tuple[np.ndarray, str, str]]:
+    out = []
+    for _ in range(n):
+        im, shapes = scene(rng, 128)
+        if captions_only:
+            out.append((im, "Describe the image.", caption(shapes) + "."))
+        else:
+            pairs = qa_pairs(shapes, rng)
+            q, a = pairs[int(rng.integers(len(pairs)))]
+            out.append((im, q, a))
+    return out
+
+
+@torch.no_grad()
+def generate(model, tok, items: list[tuple[np.ndarray, str]], max_new_tokens: int = 40) -> list[str]:
+    """Greedy answers (HF ``generate``, one row per item)."""
+    batch = _batch(model, tok, [(im, q, None) for im, q in items])
+    out = []
+    for r in range(batch.input_ids.shape[0]):
+        n = int(batch.attention_mask[r].sum())
+        ids = model.generate(input_ids=batch.input_ids[r:r + 1, :n], pixel_values=batch.pixel_values_clip[r:r + 1],
+                             max_new_tokens=max_new_tokens, do_sample=False, eos_token_id=tok.eos_id,
+                             pad_token_id=tok.pad_id)
+        out.append(tok.decode(ids[0, n:].tolist(), skip_special_tokens=True))
+    return out
+
+
+def evaluate_llava(model, tok, *, n: int = 40, seed: int = 78) -> dict[str, float]:
+    """Caption accuracy and answer accuracy (exact, case-insensitive) on ``n`` held-out scenes each."""
+    model.eval()
+    rng = np.random.default_rng(seed)
+    scenes = [scene(rng, 128) for _ in range(n)]
+    caps = generate(model, tok, [(im, "Describe the image.") for im, _ in scenes])
+    quality = {f"caption_{k}": v for k, v in caption_accuracy(caps, [{(s.colour, s.kind) for s in sh}
+                                                                     for _, sh in scenes]).items()}
+    qa = [(im, *qa_pairs(sh, rng)[-1]) for im, sh in scenes]  # the last pair: a reasoning query when one exists
+    answers = generate(model, tok, [(im, q) for im, q, _ in qa])
+    quality["answer_exact"] = float(np.mean([a.strip().lower() == t.lower() for a, (_, _, t) in
+                                             zip(answers, qa, strict=True)]))
+    quality["example"] = {"caption": caps[0], "truth": caption(scenes[0][1]) + ".", "question": qa[0][1],
+                          "answer": answers[0]}
+    model.train()
+    return quality
+
+
+def _train_phase(stage: Stage, model, tok, params, *, lr: float, batch: int, captions_only: bool, seed: int,
+                 max_steps: int | None) -> float:
+    opt = torch.optim.AdamW(params, lr=lr, weight_decay=0.0)
+    stage.resume({"model": model}, opt)
+    rng = np.random.default_rng([seed, 12, stage.step])
+    model.train()
+    loss = torch.tensor(float("nan"))
+    while stage.elapsed() < stage.budget_s and (max_steps is None or stage.step < max_steps):
+        b = _batch(model, tok, _examples(rng, batch, captions_only))
+        loss = model(input_ids=b.input_ids, attention_mask=b.attention_mask, pixel_values=b.pixel_values_clip,
+                     labels=b.labels).loss
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(params, 1.0)
+        opt.step()
+        if not stage.tick({"model": model}, opt):
+            break
+    return float(loss.detach())
+
+
+def train_llava(out: Path, *, align_s: float, instruct_s: float, seed: int = 0, batch: int = 16,
+                sizes: LlavaSizes | None = None, max_steps: int | None = None, eval_n: int = 40) -> dict:
+    """Both LLaVA stages into ``out/llava`` (``out/llava_align`` holds the first); needs ``out/clip``."""
+    sizes = sizes or LlavaSizes()
+    clip_folder = Path(out) / "clip"
+    if not (clip_folder / "stage.json").is_file():
+        raise FileNotFoundError(f"{clip_folder}: run the CLIP stage first")
+    record = Path(out) / "llava" / "stage.json"
+    if record.is_file():
+        return json.loads(record.read_text())
+    tok = _tokenizer(Path(out) / "llava", sizes.vocab)
+    torch.manual_seed(seed)
+    model = build_llava(sizes, clip_folder, tok)
+    align = Stage(out, "llava_align", budget_s=align_s)
+    for p in model.parameters():
+        p.requires_grad_(False)
+    projector = list(model.model.multi_modal_projector.parameters())
+    if align.done:
+        model.model.multi_modal_projector.load_state_dict(
+            torch.load(align.folder / "projector.pt", map_location="cpu", weights_only=True))
+    else:
+        for p in projector:
+            p.requires_grad_(True)
+        loss = _train_phase(align, model, tok, projector, lr=1e-3, batch=batch, captions_only=True, seed=seed,
+                            max_steps=max_steps)
+        torch.save(model.model.multi_modal_projector.state_dict(), align.folder / "projector.pt")
+        align.finish({"final_loss": loss})
+    final = Stage(out, "llava", budget_s=instruct_s)  # its clock starts after the alignment phase
+    lm = model.model.language_model
+    params = projector + list(lm.parameters()) + list(model.lm_head.parameters())
+    for p in params:
+        p.requires_grad_(True)
+    loss = _train_phase(final, model, tok, params, lr=1e-3, batch=batch, captions_only=False, seed=seed + 1,
+                        max_steps=max_steps)
+    quality = evaluate_llava(model, tok, n=eval_n)
+    model.save_pretrained(final.folder)
+    return final.finish(quality, final_loss=loss, align=align.record(), sizes=sizes.__dict__)
