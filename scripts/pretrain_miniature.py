@@ -34,6 +34,7 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--stages", default="clip,llava,sam", help="comma-separated subset, in this order")
     parser.add_argument("--max-steps", type=int, default=None, help="stop every stage after this many steps (tests)")
     parser.add_argument("--eval-n", type=int, default=None, help="fewer quality-check samples (tests)")
+    parser.add_argument("--sam-init", default=None, help="start the SAM stage from these SAM weights (.pth)")
     parser.add_argument("--debug", action="store_true", help="show tracebacks of user errors")
     args = parser.parse_args(argv)
 
@@ -59,7 +60,8 @@ def main(argv: list[str] | None = None) -> dict:
                                       seed=args.seed, max_steps=args.max_steps, **ev)
         print("llava:", json.dumps(report["llava"]["quality"]), flush=True)
     if "sam" in stages:
-        report["sam"] = train_sam(out, budget_s=60 * args.sam_minutes, seed=args.seed, max_steps=args.max_steps, **ev)
+        report["sam"] = train_sam(out, budget_s=60 * args.sam_minutes, seed=args.seed, max_steps=args.max_steps,
+                                  init=Path(args.sam_init) if args.sam_init else None, **ev)
         print("sam:", json.dumps(report["sam"]["quality"]), flush=True)
     report["wall_seconds_this_run"] = round(time.time() - t0, 1)
     report["seconds_all_stages"] = round(sum(r["seconds"] for k, r in report.items() if isinstance(r, dict))

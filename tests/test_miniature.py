@@ -135,3 +135,18 @@ def test_the_parts_load_strictly_with_the_projects_loaders(parts):
     assert all(torch.equal(v, tower[k]) for k, v in clip.vision_model.state_dict().items())  # stage 1's CLIP
     assert (tok.seg_token_id, tok.image_token_id) == (tok.sp_vocab_size + 2, tok.sp_vocab_size)
     assert model.llava.config.text_config.hidden_size == 128
+
+
+def test_the_sam_stage_can_start_from_earlier_weights(parts, tmp_path):
+    from read.miniature.sam_stage import SamSizes, build, train_sam
+
+    out, _ = parts
+    init = out / "sam" / "sam_tiny.pth"
+    rec = train_sam(tmp_path, budget_s=60, max_steps=1, eval_n=1, init=init)
+    assert rec["steps"] == 1 and "one_click_miou_best_of_3" in rec["quality"]
+    fresh = build(SamSizes()).state_dict()
+    start = torch.load(init, weights_only=True)
+    after = torch.load(tmp_path / "sam" / "sam_tiny.pth", weights_only=True)
+    # one small step from the given weights: far closer to them than to a random initialisation
+    key = "mask_decoder.output_upscaling.0.weight"
+    assert (after[key] - start[key]).abs().max() < (after[key] - fresh[key]).abs().max()
