@@ -26,6 +26,7 @@ from read.eval import metrics as M
 from read.eval.overlay import query_text
 from read.model.sasp import dense_similarity_map, similarity_map, to_sam_frame
 from read.model.tokens import gather_image_states
+from read.utils.jsonl import drop_partial_line, read_records
 from read.utils.logging import get_logger
 
 log = get_logger()
@@ -133,23 +134,7 @@ class Analyzer:
         (self.out_dir / "settings.json").write_text(json.dumps(mine, indent=1))
 
     def load_records(self) -> dict[int, dict]:
-        out: dict[int, dict] = {}
-        if not self.records_path.is_file():
-            return out
-        for line in self.records_path.read_text().splitlines():
-            try:
-                rec = json.loads(line)
-            except json.JSONDecodeError:  # a line cut by a crash: that sample is redone
-                continue
-            out[int(rec["index"])] = rec
-        return out
-
-    def repair(self) -> None:
-        """Drop a last line cut by a crash, so appended records start on their own line."""
-        if self.records_path.is_file():
-            data = self.records_path.read_bytes()
-            if data and not data.endswith(b"\n"):
-                self.records_path.write_bytes(data[: data.rfind(b"\n") + 1])
+        return read_records([self.records_path])
 
     # ---------------------------------------------------------------------------------------------------- run
     def run(self) -> dict:
@@ -157,7 +142,7 @@ class Analyzer:
         from read.analysis.report import summarise, write_outputs
 
         n = len(self.dataset) if self.settings.limit is None else min(self.settings.limit, len(self.dataset))
-        self.repair()
+        drop_partial_line(self.records_path)
         done = self.load_records()
         todo = [i for i in range(n) if i not in done]
         log.info("analysis in %s: %d of %d samples done, %d to go", self.out_dir, len(done), n, len(todo))

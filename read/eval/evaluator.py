@@ -36,6 +36,7 @@ from read.eval.loader import EvalCollator, WorkerFailure, eval_loader
 from read.model.batch import Batch
 from read.model.llava_backbone import clip_image_size
 from read.utils import distributed as dist
+from read.utils.jsonl import drop_partial_line, read_records
 from read.utils.logging import get_logger
 
 log = get_logger()
@@ -77,25 +78,11 @@ class Evaluator:
 
     def repair_records(self) -> None:
         """Drop a last line cut by a crash (no trailing newline), so appended records start on their own line."""
-        path = self.records_path(self.rank)
-        if not path.is_file():
-            return
-        data = path.read_bytes()
-        if data and not data.endswith(b"\n"):
-            path.write_bytes(data[: data.rfind(b"\n") + 1])
+        drop_partial_line(self.records_path(self.rank))
 
     def load_records(self) -> dict[int, dict]:
         """All records written so far by any rank (resume, merge)."""
-        out: dict[int, dict] = {}
-        for path in sorted(self.output_dir.glob("records.rank*.jsonl")):
-            for line in path.read_text().splitlines():
-                if line.strip():
-                    try:
-                        rec = json.loads(line)
-                    except json.JSONDecodeError:  # a line cut by a crash: that item is simply redone
-                        continue
-                    out[int(rec["index"])] = rec
-        return out
+        return read_records(sorted(self.output_dir.glob("records.rank*.jsonl")))
 
     def collate(self, samples: list[Sample]) -> Batch:
         return self.collator(samples)
