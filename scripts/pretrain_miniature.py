@@ -31,6 +31,8 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--clip-minutes", type=float, default=10.0)
     parser.add_argument("--llava-minutes", type=float, nargs=2, default=(3.0, 20.0), metavar=("ALIGN", "INSTRUCT"))
     parser.add_argument("--sam-minutes", type=float, default=20.0)
+    parser.add_argument("--pointing-weight", type=float, default=1.0,
+                        help="weight of the LLaVA instruction stage's word-to-patch grounding loss (0: off)")
     parser.add_argument("--stages", default="clip,llava,sam", help="comma-separated subset, in this order")
     parser.add_argument("--max-steps", type=int, default=None, help="stop every stage after this many steps (tests)")
     parser.add_argument("--eval-n", type=int, default=None, help="fewer quality-check samples (tests)")
@@ -57,7 +59,8 @@ def main(argv: list[str] | None = None) -> dict:
         print("clip:", json.dumps(report["clip"]["quality"]), flush=True)
     if "llava" in stages:
         report["llava"] = train_llava(out, align_s=60 * args.llava_minutes[0], instruct_s=60 * args.llava_minutes[1],
-                                      seed=args.seed, max_steps=args.max_steps, **ev)
+                                      seed=args.seed, max_steps=args.max_steps,
+                                      pointing_weight=args.pointing_weight, **ev)
         print("llava:", json.dumps(report["llava"]["quality"]), flush=True)
     if "sam" in stages:
         report["sam"] = train_sam(out, budget_s=60 * args.sam_minutes, seed=args.seed, max_steps=args.max_steps,

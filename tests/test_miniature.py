@@ -13,9 +13,24 @@ from conftest import ROOT
 from read.data.synthetic import Shape
 from read.miniature.clip_stage import clip_vocabulary, zero_shot_accuracy
 from read.miniature.common import Stage
+from read.miniature.grounding import (
+    cell_fractions,
+    gather_mentions,
+    grounding_auroc,
+    mentions,
+    pointing_loss,
+    word_ids,
+)
 from read.miniature.llava_stage import caption_accuracy
 from read.miniature.sam_stage import click_iou, innermost_pixel
-from read.miniature.scenes import caption, caption_words, qa_pairs
+from read.miniature.scenes import (
+    POINTING_ANSWERS,
+    caption,
+    caption_words,
+    qa_items,
+    qa_pairs,
+    read_style_item,
+)
 
 
 def shape(kind: str, colour: str, x: int, y: int, w: int = 20, h: int = 20) -> Shape:
@@ -40,6 +55,26 @@ def test_questions_include_the_reasoning_queries_answered_by_name():
     assert pairs["What colour is the triangle?"] == "red."
     assert pairs["Which shape has three corners?"] == "the red triangle."
     assert pairs["Which is the largest shape?"] == "the blue circle."  # 1600 vs 400 px
+    items = {q: (a, k) for q, a, k in qa_items(shapes, np.random.default_rng(0))}
+    assert items["Which shape has three corners?"] == ("the red triangle.", 1)
+    assert items["What colour is the circle?"] == ("blue.", 0) and items["How many shapes are there?"][1] is None
+    where = [(q, a, k) for q, (a, k) in items.items() if q.startswith("Where is")]
+    assert len(where) == 1 and where[0][1] in POINTING_ANSWERS
+    assert where[0][0] == f"Where is the {shapes[where[0][2]].colour} {shapes[where[0][2]].kind}?"
+    assert len(qa_items(shapes, np.random.default_rng(0), read_style=False)) == len(items) - 2
+
+
+def test_read_style_requests_use_reads_templates_with_the_name_in_place_of_seg():
+    from read.data import templates as T
+
+    shapes = [shape("circle", "blue", 80, 10, 40, 40), shape("triangle", "red", 5, 60)]
+    rng = np.random.default_rng(3)
+    for _ in range(20):
+        q, a, k = read_style_item(shapes, 1, None, rng)
+        assert k == 1 and "the red triangle" in q and not q.startswith("<image>")
+        assert any(a == t.replace("[SEG]", "the red triangle") for t in T.LONG_ANSWER_TEMPLATE + [T.VAL_ANSWER])
+        q, a, k = read_style_item(shapes, 0, "Which is the largest shape?", rng)
+        assert q.startswith("Which is the largest shape? ") and a.endswith("the blue circle.") and k == 0
 
 
 def test_clip_vocabulary_makes_every_caption_word_one_token(tmp_path):
@@ -69,6 +104,77 @@ def test_quality_checks_on_hand_built_cases():
     p = np.zeros((9, 11), bool)
     p[2:7, 1:4] = True  # 15 pixels, 5 of them inside m: IoU 5 / (25 + 15 - 5)
     assert click_iou(p, m) == pytest.approx(5 / 35) and click_iou(p[:0], m[:0]) == 1.0
+
+
+class FakeTok:
+    """One id per word: colours 10.., kinds 20.., anything else 1."""
+
+    def encode(self, text: str, add_bos: bool = True) -> list[int]:
+        from read.data.synthetic import COLOURS, KINDS
+
+        table = {w: 10 + i for i, w in enumerate(COLOURS)} | {w: 20 + i for i, w in enumerate(KINDS)}
+        return [table.get(w, 1) for w in text.split()]
+
+
+def test_mentions_name_shapes_only_when_unambiguous():
+    tok = FakeTok()
+    colours, kinds = word_ids(tok)
+    shapes = [shape("circle", "red", 0, 0), shape("circle", "blue", 40, 0), shape("triangle", "green", 80, 0)]
+    ids = tok.encode("a red circle , a circle , the triangle , a blue triangle , orange")
+    # red -> 0, circle after red -> 0, a lone "circle" is ambiguous (two circles), lone "triangle" -> 2,
+    # blue -> 1, "triangle" after blue: blue is a circle, and the scene has one triangle -> 2; orange: absent
+    assert mentions(ids, shapes, colours, kinds) == [(1, 0), (2, 0), (8, 2), (11, 1), (12, 2)]
+
+
+def test_cell_fractions_and_pointing_loss_by_hand():
+    mask = np.zeros((4, 4), np.uint8)
+    mask[0, 0] = mask[0, 1] = mask[1, 0] = 1  # 3 of 4 pixels of the top-left 2x2 cell
+    assert cell_fractions(mask, 2).tolist() == [0.75, 0.0, 0.0, 0.0]
+    with pytest.raises(ValueError, match="square"):
+        cell_fractions(np.zeros((4, 6), np.uint8), 2)
+    # D = 4, so logits are dot / 2: word . tokens = [4, 0, 0, -4] -> logits [2, 0, 0, -2]
+    img = torch.tensor([[[2.0, 0, 0, 0], [0, 0, 0, 0], [0, 0, 0, 0], [-2.0, 0, 0, 0]]])
+    word = torch.tensor([[2.0, 0, 0, 0]])
+    target = torch.tensor([[3.0, 1.0, 0.0, 0.0]])  # normalised to [0.75, 0.25, 0, 0]
+    z = np.log(np.exp(2) + 2 + np.exp(-2))
+    want = -(0.75 * (2 - z) + 0.25 * (0 - z))
+    assert pointing_loss(img, word, target).item() == pytest.approx(want, rel=1e-6)
+
+
+def test_gather_mentions_points_words_and_answer_tokens_at_their_shape():
+    tok = FakeTok()
+    shapes = [shape("circle", "red", 0, 0, 64, 64), shape("triangle", "blue", 64, 64, 64, 64)]
+    # 4 image tokens (id 99) on a 2 x 2 grid, then "x blue triangle x" and an answer "x x" about shape 0
+    ids = torch.tensor([[99, 99, 99, 99, 1, 11, 21, 1, 1, 1]])
+    from read.data.synthetic import COLOURS, KINDS
+
+    assert tok.encode("blue triangle") == [10 + list(COLOURS).index("blue"), 20 + list(KINDS).index("triangle")]
+    ids[0, 5:7] = torch.tensor(tok.encode("blue triangle"))
+    labels = torch.full_like(ids, -100)
+    labels[0, 8:] = ids[0, 8:]
+    states = torch.arange(10 * 3, dtype=torch.float32).reshape(1, 10, 3)
+    img, word, target, other = gather_mentions(states, ids, [shapes], 99, word_ids(tok), 2, labels=labels,
+                                               referents=[0])
+    assert word.tolist() == states[0, [5, 6, 8, 9]].tolist()  # the two words, then the two answer tokens
+    assert target.tolist() == [[0, 0, 0, 1], [0, 0, 0, 1], [1, 0, 0, 0], [1, 0, 0, 0]]
+    assert other.tolist() == [[1, 0, 0, 0], [1, 0, 0, 0], [0, 0, 0, 1], [0, 0, 0, 1]]
+    assert torch.equal(img[0], states[0, :4])
+    with pytest.raises(ValueError, match="labels"):
+        gather_mentions(states, ids, [shapes], 99, word_ids(tok), 2, referents=[0])
+    with pytest.raises(ValueError, match="image tokens"):
+        gather_mentions(states, ids, [shapes], 99, word_ids(tok), 3)
+
+
+def test_grounding_auroc_against_background_and_against_other_shapes():
+    # similarity = the first feature; cells: target [0, 1], other shape [2], background [3, 4]
+    feats = torch.tensor([[5.0], [3.0], [4.0], [1.0], [0.0]])
+    img, word = feats[None], torch.tensor([[1.0]])
+    target = torch.tensor([[1.0, 1.0, 0.0, 0.0, 0.0]])
+    other = torch.tensor([[0.0, 0.0, 1.0, 0.0, 0.0]])
+    # against all cells: pairs (5>4, 5>1, 5>0, 3<4, 3>1, 3>0) -> 5/6; against the other shape only: (5>4, 3<4) -> 1/2
+    assert grounding_auroc(img, word, target) == pytest.approx(5 / 6)
+    assert grounding_auroc(img, word, target, other) == pytest.approx(0.5)
+    assert np.isnan(grounding_auroc(img, word, torch.zeros(1, 5)))
 
 
 def test_a_stage_resumes_its_steps_and_time(tmp_path):
@@ -104,7 +210,9 @@ def parts(tmp_path_factory):
 def test_every_stage_reports_its_quality_check(parts):
     out, report = parts
     assert set(report["clip"]["quality"]) == {"colour", "kind"}
-    assert {"caption_exact", "caption_f1", "answer_exact"} <= set(report["llava"]["quality"])
+    assert {"caption_exact", "caption_f1", "answer_exact", "grounding_auroc",
+            "grounding_auroc_shapes"} <= set(report["llava"]["quality"])
+    assert report["llava"]["pointing_weight"] == 1.0
     assert report["sam"]["quality"]["masks"] >= 2
     assert report["llava"]["align"]["steps"] == 2 and report["sam"]["steps"] == 2
     # a second run skips finished stages

@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 
 from read.data.synth.reasoning import write_reasoning_benchmark
+from read.utils import stats
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -35,7 +36,7 @@ def slow_auroc(scores, positive) -> float:
 
 
 def test_average_ranks_by_hand():
-    got = points_probe.average_ranks(np.array([3.0, 1.0, 3.0, 2.0, 3.0]))
+    got = stats.average_ranks(np.array([3.0, 1.0, 3.0, 2.0, 3.0]))
     # sorted: 1 (rank 1), 2 (rank 2), 3,3,3 (ranks 3,4,5 -> 4 each)
     assert got.tolist() == [4.0, 1.0, 4.0, 2.0, 4.0]
 
@@ -45,15 +46,15 @@ def test_auroc_matches_pairwise_definition_with_ties(seed):
     rng = np.random.default_rng(seed)
     scores = rng.integers(0, 5, 60).astype(float)  # many ties
     positive = rng.random(60) < 0.3
-    assert points_probe.auroc(scores, positive) == pytest.approx(slow_auroc(scores, positive), abs=1e-12)
+    assert stats.auroc(scores, positive) == pytest.approx(slow_auroc(scores, positive), abs=1e-12)
 
 
 def test_auroc_extremes_and_degenerate():
     s = np.array([0.1, 0.2, 0.8, 0.9])
-    assert points_probe.auroc(s, np.array([False, False, True, True])) == 1.0
-    assert points_probe.auroc(s, np.array([True, True, False, False])) == 0.0
-    assert points_probe.auroc(np.ones(4), np.array([True, False, True, False])) == 0.5
-    assert np.isnan(points_probe.auroc(s, np.zeros(4, bool)))
+    assert stats.auroc(s, np.array([False, False, True, True])) == 1.0
+    assert stats.auroc(s, np.array([True, True, False, False])) == 0.0
+    assert stats.auroc(np.ones(4), np.array([True, False, True, False])) == 0.5
+    assert np.isnan(stats.auroc(s, np.zeros(4, bool)))
 
 
 def test_pixel_similarity_cells():

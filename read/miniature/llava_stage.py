@@ -1,10 +1,18 @@
 """Stage 2: a tiny LLaVA-1.5 in llava-hf layout, trained in LLaVA's two stages on synthetic scenes: (a) projector
 alignment on captions (CLIP and the language model frozen), (b) instruction tuning of projector + language model on
-captions and questions (counts, colours, kinds, and the benchmark's one-step reasoning queries answered by name).
+captions and questions (counts, colours, kinds, "where is" requests, the benchmark's one-step reasoning queries
+answered by name, and requests in the words of READ's question/answer templates, ``scenes.read_style_item``).
 Its vision tower is stage 1's CLIP. Saved as ``LlavaForConditionalGeneration`` + ``tokenizer.model`` +
 ``added_tokens.json`` (``<image>``, ``<pad>`` after the SentencePiece pieces, as llava-hf), which
-``model.vlm.pretrained`` loads. Quality: caption accuracy (every shape named with its colour, nothing else) and
-answer accuracy on held-out scenes."""
+``model.vlm.pretrained`` loads.
+
+Two stand-ins for what a large pretrained LLaVA brings and a 20-minute one does not (docs/BENCHMARKS.md shows
+READ fine-tuning turning the [SEG] map against the target without them): the language of READ's templates, and
+word-to-patch grounding, taught by the pointing loss of ``read.miniature.grounding`` on the words that name a
+shape and on every token of an answer about one shape (weight ``pointing_weight``; 0 turns it off).
+
+Quality: caption accuracy (every shape named with its colour, nothing else), answer accuracy on held-out scenes,
+and the grounding AUROC of caption words (against all cells and against the other shapes' cells)."""
 
 from __future__ import annotations
 
@@ -14,11 +22,21 @@ from pathlib import Path
 
 import numpy as np
 import torch
+import torch.nn.functional as F
+from torch import Tensor
 
 from read.data.base import Sample
 from read.data.collate import collate
 from read.miniature.common import Stage
-from read.miniature.scenes import caption, caption_words, qa_pairs, scene, vocabulary_sentences
+from read.miniature.grounding import gather_mentions, grounding_auroc, pointing_loss, word_ids
+from read.miniature.scenes import (
+    POINTING_ANSWERS,
+    caption,
+    caption_words,
+    qa_items,
+    scene,
+    vocabulary_sentences,
+)
 
 __all__ = ["LlavaSizes", "caption_accuracy", "train_llava"]
 
@@ -88,7 +106,7 @@ def build_llava(sizes: LlavaSizes, clip_folder: Path, tok):
     return model
 
 
-def _batch(model, tok, items: list[tuple[np.ndarray, str, str | None]]):
+def _batch(model, tok, items: list[tuple[np.ndarray, str, str | None]]):  # noqa: ANN202 - read.data Batch
     vt = model.config.vision_config
     samples = [Sample(image=im, conversations=[[("<image>\n" + q, a)]],
                       masks=np.zeros((0, *im.shape[:2]), np.uint8) if a is not None else None) for im, q, a in items]
@@ -96,17 +114,39 @@ def _batch(model, tok, items: list[tuple[np.ndarray, str, str | None]]):
                    sam_size=64, use_im_start_end=False, conv_template=CONV)
 
 
-def _examples(rng: np.random.Generator, n: int, captions_only: bool) -> list[tuple[np.ndarray, str, str]]:
+def _examples(rng: np.random.Generator, n: int, captions_only: bool) -> list[tuple]:
+    """``n`` (image, question, answer, shapes, index of the shape the answer is about or None) items."""
     out = []
     for _ in range(n):
         im, shapes = scene(rng, 128)
         if captions_only:
-            out.append((im, "Describe the image.", caption(shapes) + "."))
+            out.append((im, "Describe the image.", caption(shapes) + ".", shapes, None))
         else:
-            pairs = qa_pairs(shapes, rng)
-            q, a = pairs[int(rng.integers(len(pairs)))]
-            out.append((im, q, a))
+            items = qa_items(shapes, rng)
+            q, a, k = items[int(rng.integers(len(items)))]
+            out.append((im, q, a, shapes, k))
     return out
+
+
+def _grid(model) -> int:
+    vt = model.config.vision_config
+    return vt.image_size // vt.patch_size
+
+
+def _losses(model, tok, items: list[tuple], pointing: bool) -> tuple[Tensor, Tensor]:
+    """Next-token cross-entropy (as ``LlavaForConditionalGeneration`` computes it) and the pointing loss of
+    ``read.miniature.grounding`` on the post-norm last-layer states (zero when off or nothing is named)."""
+    b = _batch(model, tok, [it[:3] for it in items])
+    h = model.model(input_ids=b.input_ids, attention_mask=b.attention_mask,
+                    pixel_values=b.pixel_values_clip).last_hidden_state
+    logits = model.lm_head(h)
+    lm = F.cross_entropy(logits[:, :-1].flatten(0, 1).float(), b.labels[:, 1:].flatten(), ignore_index=-100)
+    if not pointing:
+        return lm, lm.new_zeros(())
+    img, word, target, _ = gather_mentions(h, b.input_ids, [it[3] for it in items], tok.image_token_id,
+                                           word_ids(tok), _grid(model), labels=b.labels,
+                                           referents=[it[4] for it in items])
+    return lm, (pointing_loss(img, word, target) if len(word) else lm.new_zeros(()))
 
 
 @torch.no_grad()
@@ -131,27 +171,50 @@ def evaluate_llava(model, tok, *, n: int = 40, seed: int = 78) -> dict[str, floa
     caps = generate(model, tok, [(im, "Describe the image.") for im, _ in scenes])
     quality = {f"caption_{k}": v for k, v in caption_accuracy(caps, [{(s.colour, s.kind) for s in sh}
                                                                      for _, sh in scenes]).items()}
-    qa = [(im, *qa_pairs(sh, rng)[-1]) for im, sh in scenes]  # the last pair: a reasoning query when one exists
+    # the last item answered by name (a reasoning query when one exists)
+    qa = [(im, *[(q, a) for q, a, _ in qa_items(sh, rng, read_style=False)
+                            if a not in POINTING_ANSWERS][-1]) for im, sh in scenes]
     answers = generate(model, tok, [(im, q) for im, q, _ in qa])
     quality["answer_exact"] = float(np.mean([a.strip().lower() == t.lower() for a, (_, _, t) in
                                              zip(answers, qa, strict=True)]))
     quality["example"] = {"caption": caps[0], "truth": caption(scenes[0][1]) + ".", "question": qa[0][1],
                           "answer": answers[0]}
+    quality.update(word_grounding(model, tok, scenes))
     model.train()
     return quality
 
 
+@torch.no_grad()
+def word_grounding(model, tok, scenes: list[tuple[np.ndarray, list]]) -> dict[str, float]:
+    """Mean AUROC of the word-to-image-token dot products for the named shape's token cells, over every colour
+    and kind word of the true captions of ``scenes`` (teacher forced, 8 scenes per forward pass): against all
+    other cells (``grounding_auroc``) and against the other shapes' cells only (``grounding_auroc_shapes``)."""
+    sims, words = [], word_ids(tok)
+    for i in range(0, len(scenes), 8):
+        chunk = scenes[i:i + 8]
+        b = _batch(model, tok, [(im, "Describe the image.", caption(sh) + ".") for im, sh in chunk])
+        h = model.model(input_ids=b.input_ids, attention_mask=b.attention_mask,
+                        pixel_values=b.pixel_values_clip).last_hidden_state
+        got = gather_mentions(h, b.input_ids, [sh for _, sh in chunk], tok.image_token_id, words, _grid(model))
+        if len(got[1]):
+            sims.append(got)
+    if not sims:
+        return {"grounding_auroc": float("nan"), "grounding_auroc_shapes": float("nan")}
+    img, word, target, other = (torch.cat(t) for t in zip(*sims, strict=True))
+    return {"grounding_auroc": grounding_auroc(img, word, target),
+            "grounding_auroc_shapes": grounding_auroc(img, word, target, other)}
+
+
 def _train_phase(stage: Stage, model, tok, params, *, lr: float, batch: int, captions_only: bool, seed: int,
-                 max_steps: int | None) -> float:
+                 max_steps: int | None, pointing_weight: float = 0.0) -> float:
     opt = torch.optim.AdamW(params, lr=lr, weight_decay=0.0)
     stage.resume({"model": model}, opt)
     rng = np.random.default_rng([seed, 12, stage.step])
     model.train()
     loss = torch.tensor(float("nan"))
     while stage.elapsed() < stage.budget_s and (max_steps is None or stage.step < max_steps):
-        b = _batch(model, tok, _examples(rng, batch, captions_only))
-        loss = model(input_ids=b.input_ids, attention_mask=b.attention_mask, pixel_values=b.pixel_values_clip,
-                     labels=b.labels).loss
+        lm, point = _losses(model, tok, _examples(rng, batch, captions_only), pointing_weight > 0)
+        loss = lm + pointing_weight * point
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(params, 1.0)
@@ -162,8 +225,11 @@ def _train_phase(stage: Stage, model, tok, params, *, lr: float, batch: int, cap
 
 
 def train_llava(out: Path, *, align_s: float, instruct_s: float, seed: int = 0, batch: int = 16,
-                sizes: LlavaSizes | None = None, max_steps: int | None = None, eval_n: int = 40) -> dict:
-    """Both LLaVA stages into ``out/llava`` (``out/llava_align`` holds the first); needs ``out/clip``."""
+                sizes: LlavaSizes | None = None, max_steps: int | None = None, eval_n: int = 40,
+                pointing_weight: float = 1.0) -> dict:
+    """Both LLaVA stages into ``out/llava`` (``out/llava_align`` holds the first); needs ``out/clip``.
+    ``pointing_weight`` scales the grounding loss of the instruction stage (``read.miniature.grounding``; 0 turns
+    it off, as before it existed)."""
     sizes = sizes or LlavaSizes()
     clip_folder = Path(out) / "clip"
     if not (clip_folder / "stage.json").is_file():
@@ -194,7 +260,8 @@ def train_llava(out: Path, *, align_s: float, instruct_s: float, seed: int = 0, 
     for p in params:
         p.requires_grad_(True)
     loss = _train_phase(final, model, tok, params, lr=1e-3, batch=batch, captions_only=False, seed=seed + 1,
-                        max_steps=max_steps)
+                        max_steps=max_steps, pointing_weight=pointing_weight)
     quality = evaluate_llava(model, tok, n=eval_n)
     model.save_pretrained(final.folder)
-    return final.finish(quality, final_loss=loss, align=align.record(), sizes=sizes.__dict__)
+    return final.finish(quality, final_loss=loss, align=align.record(), sizes=sizes.__dict__,
+                        pointing_weight=pointing_weight)

@@ -7,8 +7,18 @@ import numpy as np
 
 from read.data.synth.reasoning import draw_scene, implicit_queries
 from read.data.synthetic import COLOURS, KINDS, Shape
+from read.data.templates import (
+    LONG_ANSWER_TEMPLATE,
+    LONG_QUESTION_TEMPLATE,
+    SHORT_QUESTION_TEMPLATE,
+    VAL_ANSWER,
+    VAL_LONG_QUESTION,
+    VAL_SHORT_QUESTION,
+    choose,
+)
 
-__all__ = ["NUMBERS", "caption", "caption_words", "qa_pairs", "scene", "vocabulary_sentences"]
+__all__ = ["NUMBERS", "POINTING_ANSWERS", "caption", "caption_words", "qa_items", "qa_pairs", "read_style_item", "scene",
+           "vocabulary_sentences"]
 
 NUMBERS = {1: "one", 2: "two", 3: "three", 4: "four"}
 
@@ -36,19 +46,59 @@ def caption_words(text: str) -> set[tuple[str, str]]:
     return {(a, b) for a, b in zip(words, words[1:], strict=False) if a in COLOURS and b in KINDS}
 
 
-def qa_pairs(shapes: list[Shape], rng: np.random.Generator) -> list[tuple[str, str]]:
-    """Instruction data about one scene: count, colour of a unique kind, kind of a colour, and every unambiguous
-    one-step reasoning query of the benchmark (corners / size / relation) answered with the target's name."""
-    out = [("How many shapes are there?", f"{NUMBERS[len(shapes)]}."), ("Describe the image.", caption(shapes) + ".")]
+POINTING_ANSWERS = ("It is here.", "Here it is.", "Sure, it is here.")
+
+
+def qa_items(shapes: list[Shape], rng: np.random.Generator,
+             read_style: bool = True) -> list[tuple[str, str, int | None]]:
+    """Instruction data about one scene as (question, answer, index of the one shape the answer is about, or
+    None): count, colour of a unique kind, kind of a colour, where a named shape is (answered by pointing, see
+    ``read.miniature.grounding``), and every unambiguous one-step reasoning query of the benchmark (corners /
+    size / relation) answered with the target's name; with ``read_style``, two requests in READ's template words
+    (``read_style_item``: one naming a shape, one with a reasoning query when the scene has one)."""
+    out: list[tuple[str, str, int | None]] = [("How many shapes are there?", f"{NUMBERS[len(shapes)]}.", None),
+                                              ("Describe the image.", caption(shapes) + ".", None)]
     for kind in KINDS:
-        same = [s for s in shapes if s.kind == kind]
+        same = [i for i, s in enumerate(shapes) if s.kind == kind]
         if len(same) == 1:
-            out.append((f"What colour is the {kind}?", f"{same[0].colour}."))
-    s = shapes[int(rng.integers(len(shapes)))]
-    out.append((f"What shape is {s.colour}?", f"a {s.kind}."))
-    for target, query, _ in implicit_queries(shapes) if len(shapes) > 1 else []:
-        out.append((query, f"the {shapes[target].colour} {shapes[target].kind}."))
+            out.append((f"What colour is the {kind}?", f"{shapes[same[0]].colour}.", same[0]))
+    k = int(rng.integers(len(shapes)))
+    out.append((f"What shape is {shapes[k].colour}?", f"a {shapes[k].kind}.", k))
+    k = int(rng.integers(len(shapes)))
+    out.append((f"Where is the {shapes[k].colour} {shapes[k].kind}?",
+                POINTING_ANSWERS[int(rng.integers(len(POINTING_ANSWERS)))], k))
+    implicit = implicit_queries(shapes) if len(shapes) > 1 else []
+    for target, query, _ in implicit:
+        out.append((query, f"the {shapes[target].colour} {shapes[target].kind}.", target))
+    if not read_style:
+        return out
+    k = int(rng.integers(len(shapes)))
+    out.append(read_style_item(shapes, k, None, rng))
+    if implicit:
+        target, query, _ = implicit[int(rng.integers(len(implicit)))]
+        out.append(read_style_item(shapes, target, query, rng))
     return out
+
+
+def read_style_item(shapes: list[Shape], target: int, query: str | None,
+                    rng: np.random.Generator) -> tuple[str, str, int]:
+    """A request in the words of READ's templates (``read.data.templates``: the training lists and the fixed
+    validation prompt, as ``read.data.reason_seg`` phrases them) about shape ``target``: the short template with
+    its name when ``query`` is None, else the long one with the query sentence; answered by a READ answer
+    template whose ``[SEG]`` is the target's name. The miniature language model thus knows READ's English as
+    LLaMA does, and the answer's tokens point at the target (``read.miniature.grounding``)."""
+    name = f"the {shapes[target].colour} {shapes[target].kind}"
+    if query is None:
+        question = choose(SHORT_QUESTION_TEMPLATE + [VAL_SHORT_QUESTION], rng).format(class_name=name)
+    else:
+        question = choose(LONG_QUESTION_TEMPLATE + [VAL_LONG_QUESTION], rng).format(sent=query)
+    answer = choose(LONG_ANSWER_TEMPLATE + [VAL_ANSWER], rng).replace("[SEG]", name)
+    return question.removeprefix("<image>\n"), answer, target
+
+
+def qa_pairs(shapes: list[Shape], rng: np.random.Generator) -> list[tuple[str, str]]:
+    """``qa_items`` without the target index."""
+    return [(q, a) for q, a, _ in qa_items(shapes, rng)]
 
 
 def vocabulary_sentences() -> list[str]:
@@ -59,6 +109,7 @@ def vocabulary_sentences() -> list[str]:
             out += [f"a {c} {k}", f"the {c} {k}.", f"What colour is the {k}? {c}.", f"What shape is {c}? a {k}.",
                     f"Which shape is left of the {c} {k}?", f"Which shape is right of the {c} {k}?",
                     f"Which shape is above the {c} {k}?", f"Which shape is below the {c} {k}?"]
+    out += [f"Where is the {c} {k}? {a}" for c in COLOURS for k in KINDS for a in POINTING_ANSWERS]
     out += ["How many shapes are there? one. two. three. four.", "Describe the image.",
             "Which shape has three corners?", "Which shape has four corners?", "Which shape is round?",
             "Which is the largest shape?", "Which is the smallest shape?", "a red triangle, a blue circle and a green"
