@@ -62,6 +62,7 @@ def test_preset_and_explicit_override():
         ("nope=1", "unknown key nope"),
         ("model.sasp.enabled=maybe", "model.sasp.enabled: expected true/false"),
         ("model.vlm.dtype=fp64", "model.vlm.dtype: 'fp64' is not one of"),
+        ("model.vlm.seg_query=on", "model.vlm.seg_query: True is not one of .* quote the word"),
         ("model.lora.target_modules=q_proj", "model.lora.target_modules: expected a list"),
         ("model.sasp.t_pos=0.1", "t_neg < t_pos"),
         ("model.lora=3", "model.lora: expected a mapping"),

@@ -44,7 +44,9 @@ def _convert(value: Any, tp: Any, key: str) -> Any:
     if origin is Literal:
         allowed = typing.get_args(tp)
         if value not in allowed:
-            raise ConfigError(f"{key}: {value!r} is not one of {list(allowed)}")
+            hint = (" (YAML reads unquoted on/off/yes/no as booleans: quote the word, e.g. key='\"on\"' on the "
+                    "command line)") if isinstance(value, bool) else ""
+            raise ConfigError(f"{key}: {value!r} is not one of {list(allowed)}{hint}")
         return value
     if origin is list:
         (item_tp,) = typing.get_args(tp)
