@@ -113,15 +113,15 @@ def gather_mentions(states: Tensor, input_ids: Tensor, scenes: list[list[Shape]]
                 raise ValueError("referents need the labels that mark the answers")
             for pos in (labels[b] != -100).nonzero()[:, 0].tolist():
                 found.setdefault(pos, referents[b])
+        shares = [cell_fractions(s.mask, grid) for s in shapes]  # once per row, shared by its mentions
+        total = np.sum(shares, 0)
         for pos, k in sorted(found.items()):
-            share = cell_fractions(shapes[k].mask, grid)
-            if share.sum() <= 0:
+            if shares[k].sum() <= 0:
                 continue
             img.append(states[b, where])
             word.append(states[b, pos])
-            target.append(torch.from_numpy(share))
-            rest = [cell_fractions(s.mask, grid) for j, s in enumerate(shapes) if j != k]
-            other.append(torch.from_numpy(np.sum(rest, 0) if rest else np.zeros_like(share)))
+            target.append(torch.from_numpy(shares[k]))
+            other.append(torch.from_numpy(total - shares[k]))
     d, n = states.shape[-1], grid * grid
     if not word:
         return states.new_zeros(0, n, d), states.new_zeros(0, d), torch.zeros(0, n), torch.zeros(0, n)

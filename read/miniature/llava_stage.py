@@ -133,18 +133,20 @@ def _grid(model) -> int:
     return vt.image_size // vt.patch_size
 
 
-def _losses(model, tok, items: list[tuple], pointing: bool) -> tuple[Tensor, Tensor]:
+def _losses(model, tok, items: list[tuple], words: tuple[dict[int, str], dict[int, str]] | None
+            ) -> tuple[Tensor, Tensor]:
     """Next-token cross-entropy (as ``LlavaForConditionalGeneration`` computes it) and the pointing loss of
-    ``read.miniature.grounding`` on the post-norm last-layer states (zero when off or nothing is named)."""
+    ``read.miniature.grounding`` on the post-norm last-layer states, for the shape words ``words``
+    (``grounding.word_ids``; zero when ``None`` or nothing is named)."""
     b = _batch(model, tok, [it[:3] for it in items])
     h = model.model(input_ids=b.input_ids, attention_mask=b.attention_mask,
                     pixel_values=b.pixel_values_clip).last_hidden_state
     logits = model.lm_head(h)
     lm = F.cross_entropy(logits[:, :-1].flatten(0, 1).float(), b.labels[:, 1:].flatten(), ignore_index=-100)
-    if not pointing:
+    if words is None:
         return lm, lm.new_zeros(())
     img, word, target, _ = gather_mentions(h, b.input_ids, [it[3] for it in items], tok.image_token_id,
-                                           word_ids(tok), _grid(model), labels=b.labels,
+                                           words, _grid(model), labels=b.labels,
                                            referents=[it[4] for it in items])
     return lm, (pointing_loss(img, word, target) if len(word) else lm.new_zeros(()))
 
@@ -212,8 +214,9 @@ def _train_phase(stage: Stage, model, tok, params, *, lr: float, batch: int, cap
     rng = np.random.default_rng([seed, 12, stage.step])
     model.train()
     loss = torch.tensor(float("nan"))
+    words = word_ids(tok) if pointing_weight > 0 else None
     while stage.elapsed() < stage.budget_s and (max_steps is None or stage.step < max_steps):
-        lm, point = _losses(model, tok, _examples(rng, batch, captions_only), pointing_weight > 0)
+        lm, point = _losses(model, tok, _examples(rng, batch, captions_only), words)
         loss = lm + pointing_weight * point
         opt.zero_grad(set_to_none=True)
         loss.backward()
