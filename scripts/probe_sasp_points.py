@@ -4,7 +4,10 @@
     python scripts/probe_sasp_points.py --run runs/synthetic_ablation/full/seed0 --untrained   # same config, no weights
 
 Teacher-forced forward of the run's latest checkpoint (or, with ``--untrained``, of the freshly built model)
-over the first ``--items`` val items; per query, from the similarity map and the SasP points:
+over the first ``--items`` val items, with the evaluation's fixed prompts (``--prompts eval``, the default: LISA's
+validation templates, as ``evaluate.py`` scores them) or the training templates drawn at random (``--prompts
+train``; the figures recorded before 2026-11-30's third session used these); per query, from the similarity map
+and the SasP points:
 
 * ``auroc``: probability that a random target pixel has a higher similarity than a random non-target pixel
   (each pixel takes its image token's similarity; ties count one half). 0.5 = the map ignores the target.
@@ -50,6 +53,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--run", required=True, help="training run directory (config.yaml + checkpoints/)")
     parser.add_argument("--items", type=int, default=200)
     parser.add_argument("--untrained", action="store_true", help="skip loading the checkpoint")
+    parser.add_argument("--prompts", choices=("eval", "train"), default="eval",
+                        help="eval: the evaluation's fixed prompts (what evaluate.py scores); train: the training "
+                             "templates, drawn at random")
     args = parser.parse_args(argv)
 
     from read.config import load_config
@@ -70,7 +76,12 @@ def main(argv: list[str] | None = None) -> None:
     built = rebuild(cfg, ckpt)  # seeded: the frozen random parts are rebuilt as in training, base checked
     model, tokenizer = built.model.eval(), built.tokenizer
     collate = TrainCollator.for_model(tokenizer, model, cfg.model.vlm)
-    val = ReasonSegDataset(cfg.data.root, cfg.eval.split, num_classes_per_sample=1)
+    if args.prompts == "eval":
+        from read.eval.evaluator import build_eval_dataset
+
+        val = build_eval_dataset(cfg, Path(cfg.data.root))
+    else:
+        val = ReasonSegDataset(cfg.data.root, cfg.eval.split, num_classes_per_sample=1)
     stats: dict[str, list[float]] = {k: [] for k in ("auroc", "top1_hit", "chance", "pos_precision",
                                                      "neg_on_target")}
     n = min(args.items, len(val))
@@ -104,7 +115,7 @@ def main(argv: list[str] | None = None) -> None:
                         stats["neg_on_target"].append(float(on[lab == 0].mean()))
                     q += 1
     summary = {k: (round(float(np.nanmean(v)), 4) if v else None) for k, v in stats.items()}
-    summary.update(run=str(run), untrained=args.untrained, queries=len(stats["auroc"]))
+    summary.update(run=str(run), untrained=args.untrained, prompts=args.prompts, queries=len(stats["auroc"]))
     print(json.dumps(summary))
 
 

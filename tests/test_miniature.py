@@ -258,3 +258,104 @@ def test_the_sam_stage_can_start_from_earlier_weights(parts, tmp_path):
     # one small step from the given weights: far closer to them than to a random initialisation
     key = "mask_decoder.output_upscaling.0.weight"
     assert (after[key] - start[key]).abs().max() < (after[key] - fresh[key]).abs().max()
+
+
+def test_sam_prompts_by_hand():
+    from read.miniature.sam_stage import shape_prompts
+
+    a, b = shape("rectangle", "red", 10, 20, 30, 10).mask, shape("circle", "blue", 70, 70, 20, 20).mask
+    rng = np.random.default_rng(0)
+    coords, labels, boxes = shape_prompts(rng, [a, b], "click", 2.0)
+    assert boxes is None and labels.tolist() == [[1], [1]] and coords.shape == (2, 1, 2)
+    for (x, y), m in zip((coords[:, 0] / 2 - 0.5).tolist(), (a, b), strict=True):
+        assert m[int(y), int(x)]  # each click inside its own shape (pixel centres, scaled into SAM's frame)
+    for _ in range(20):
+        coords, labels, _ = shape_prompts(rng, [a, b], "clicks", 1.0)
+        for row, lab, m in zip(coords.tolist(), labels.tolist(), (a, b), strict=True):
+            n = [v for v in lab if v != -1]
+            assert 1 <= n.count(1) <= 10 and n.count(0) <= 3 and lab == n + [-1] * (len(lab) - len(n))
+            assert lab[: n.count(1)] == [1] * n.count(1)  # positives first, then negatives, then padding
+            for (x, y), v in zip(row, lab, strict=True):
+                if v != -1:
+                    assert m[int(y - 0.5), int(x - 0.5)] == v  # positives inside, negatives outside
+    _, _, boxes = shape_prompts(rng, [a, b], "box", 1.0)
+    # bounding boxes (x0, y0, x1, y1) = (10, 20, 39, 29) and (70, 70, 89, 89), each corner jittered by <= 2 px
+    assert (boxes - torch.tensor([[10.0, 20, 39, 29], [70, 70, 89, 89]])).abs().max() <= 2
+
+
+class StubSam:
+    """Just enough of a SAM for ``evaluate_sam``: ``oracle`` returns the scene's shape under a prompt's first point
+    (a box: under its centre), three times over for a lone click; otherwise the whole image, whatever the prompt."""
+
+    def __init__(self, masks: list[np.ndarray], oracle: bool) -> None:
+        self.masks, self.oracle = masks, oracle
+        self.image_encoder = lambda x: torch.zeros(x.shape[0], 1, 1, 1)
+        self.prompt_encoder = self
+        self.mask_decoder = self.decode
+
+    def eval(self):
+        return self
+
+    train = eval
+
+    def __call__(self, points, boxes, masks):  # the prompt encoder: hands the first point on as the "embedding"
+        first = points[0][:, :1] if points is not None else ((boxes[:, :2] + boxes[:, 2:]) / 2)[:, None]
+        return first, None
+
+    def get_dense_pe(self):
+        return None
+
+    def decode(self, image_embeddings, image_pe, sparse_prompt_embeddings, dense_prompt_embeddings,
+               multimask_output):
+        m = 3 if multimask_output else 1
+        out = []
+        for x, y in sparse_prompt_embeddings[:, 0].tolist():
+            hit = [k for k in self.masks if k[int(y), int(x)]] if self.oracle else [np.ones((128, 128), bool)]
+            out.append(torch.from_numpy(np.where(hit[0], 10.0, -10.0)).float().expand(m, -1, -1))
+        return torch.stack(out), torch.ones(len(out), m)
+
+    def postprocess(self, low, input_hw, original_hw):
+        return low
+
+
+def test_the_sam_quality_check_tells_a_prompt_following_sam_from_one_that_ignores_prompts(monkeypatch):
+    from read.miniature import sam_stage
+
+    shapes = [shape("rectangle", "red", 10, 20, 30, 10), shape("circle", "blue", 70, 70, 20, 20),
+              shape("triangle", "green", 10, 80, 10, 40)]
+    image = np.zeros((128, 128, 3), np.uint8)
+    monkeypatch.setattr(sam_stage, "scene", lambda rng, size: (image, shapes))
+    masks = [s.mask > 0 for s in shapes]
+    good = sam_stage.evaluate_sam(StubSam(masks, oracle=True), 128, n=2)
+    assert good == {"one_click_miou": 1.0, "one_click_miou_best_of_3": 1.0, "five_click_miou": 1.0,
+                    "box_miou": 1.0, "wrong_shape_iou": 0.0, "masks": 6}
+    blind = sam_stage.evaluate_sam(StubSam(masks, oracle=False), 128, n=2)
+    # the whole image for every prompt: each shape's IoU is its area over 128^2 (300, 400, 400 px), and a click's
+    # mask matches every other shape exactly as well: wrong_shape_iou equals the one-click mIoU
+    want = (300 + 400 + 400) / 3 / 128**2
+    for key in ("one_click_miou", "five_click_miou", "box_miou", "wrong_shape_iou"):
+        assert blind[key] == pytest.approx(want)
+
+
+def test_sam_rate_warms_up_then_follows_a_cosine_over_the_budget():
+    from read.miniature.sam_stage import _rate
+
+    assert _rate(0, 0.0, 100) == pytest.approx(0.01) and _rate(49, 0.0, 100) == pytest.approx(0.5)
+    assert _rate(500, 0.0, 100) == pytest.approx(1.0)
+    assert _rate(500, 0.5, 100) == pytest.approx(0.05 + 0.95 * 0.5)  # cos(pi / 2) = 0
+    assert _rate(500, 1.0, 100) == pytest.approx(0.05) and _rate(500, 2.0, 100) == pytest.approx(0.05)
+
+
+def test_read_style_requests_take_the_evaluation_wording_at_the_asked_share():
+    from read.data import templates as T
+    from read.miniature.scenes import read_style_request
+
+    shapes = [shape("circle", "blue", 80, 10, 40, 40), shape("triangle", "red", 5, 60)]
+    rng = np.random.default_rng(1)
+    always = [read_style_request(shapes, rng, 1.0) for _ in range(30)]
+    assert all(a == T.VAL_ANSWER.replace("[SEG]", f"the {shapes[k].colour} {shapes[k].kind}") for _, a, k in always)
+    assert all(q.endswith("Please output segmentation mask.") for q, _, _ in always)
+    never = [read_style_request(shapes, rng, 0.0) for _ in range(30)]
+    assert not any(q.endswith("Please output segmentation mask.") for q, _, _ in never)
+    # both kinds of request occur: a reasoning query (the scene has some) and a named shape
+    assert any(q.startswith("Which ") for q, _, _ in always) and any(q.startswith("What is the ") for q, _, _ in always)

@@ -7,7 +7,8 @@ Its vision tower is stage 1's CLIP. Saved as ``LlavaForConditionalGeneration`` +
 ``model.vlm.pretrained`` loads.
 
 Two stand-ins for what a large pretrained LLaVA brings and a 20-minute one does not (docs/BENCHMARKS.md shows
-READ fine-tuning turning the [SEG] map against the target without them): the language of READ's templates, and
+READ fine-tuning turning the [SEG] map against the target without them): the language of READ's templates
+(half the instruction items by default, half of those in the evaluation's fixed wording: ``RequestMix``), and
 word-to-patch grounding, taught by the pointing loss of ``read.miniature.grounding`` on the words that name a
 shape and on every token of an answer about one shape (weight ``pointing_weight``; 0 turns it off).
 
@@ -34,11 +35,12 @@ from read.miniature.scenes import (
     caption,
     caption_words,
     qa_items,
+    read_style_request,
     scene,
     vocabulary_sentences,
 )
 
-__all__ = ["LlavaSizes", "caption_accuracy", "train_llava"]
+__all__ = ["LlavaSizes", "RequestMix", "caption_accuracy", "train_llava"]
 
 CONV = "llava_v1"
 
@@ -114,13 +116,28 @@ def _batch(model, tok, items: list[tuple[np.ndarray, str, str | None]]):  # noqa
                    sam_size=64, use_im_start_end=False, conv_template=CONV)
 
 
-def _examples(rng: np.random.Generator, n: int, captions_only: bool) -> list[tuple]:
-    """``n`` (image, question, answer, shapes, index of the shape the answer is about or None) items."""
+@dataclass
+class RequestMix:
+    """How often the instruction stage draws a request in READ's words (``scenes.read_style_request``) instead of
+    one of ``scenes.qa_items`` (``read_share``), and how often such a request takes the evaluation's fixed
+    wording (``val_share``), which READ's training templates never use but its evaluation does (LISA's
+    validation prompt): a large language model reads both alike; a 20-minute one only the wordings it saw."""
+
+    read_share: float = 0.5
+    val_share: float = 0.5
+
+
+def _examples(rng: np.random.Generator, n: int, captions_only: bool, mix: RequestMix | None = None) -> list[tuple]:
+    """``n`` (image, question, answer, shapes, index of the shape the answer is about or None) items; ``mix``
+    ``None``: one of ``qa_items`` at random (read-style requests two of about eight)."""
     out = []
     for _ in range(n):
         im, shapes = scene(rng, 128)
         if captions_only:
             out.append((im, "Describe the image.", caption(shapes) + ".", shapes, None))
+        elif mix is not None and rng.random() < mix.read_share:
+            q, a, k = read_style_request(shapes, rng, mix.val_share)
+            out.append((im, q, a, shapes, k))
         else:
             items = qa_items(shapes, rng)
             q, a, k = items[int(rng.integers(len(items)))]
@@ -208,7 +225,7 @@ def word_grounding(model, tok, scenes: list[tuple[np.ndarray, list]]) -> dict[st
 
 
 def _train_phase(stage: Stage, model, tok, params, *, lr: float, batch: int, captions_only: bool, seed: int,
-                 max_steps: int | None, pointing_weight: float = 0.0) -> float:
+                 max_steps: int | None, pointing_weight: float = 0.0, mix: RequestMix | None = None) -> float:
     opt = torch.optim.AdamW(params, lr=lr, weight_decay=0.0)
     stage.resume({"model": model}, opt)
     rng = np.random.default_rng([seed, 12, stage.step])
@@ -216,7 +233,7 @@ def _train_phase(stage: Stage, model, tok, params, *, lr: float, batch: int, cap
     loss = torch.tensor(float("nan"))
     words = word_ids(tok) if pointing_weight > 0 else None
     while stage.elapsed() < stage.budget_s and (max_steps is None or stage.step < max_steps):
-        lm, point = _losses(model, tok, _examples(rng, batch, captions_only), words)
+        lm, point = _losses(model, tok, _examples(rng, batch, captions_only, mix), words)
         loss = lm + pointing_weight * point
         opt.zero_grad(set_to_none=True)
         loss.backward()
@@ -229,11 +246,12 @@ def _train_phase(stage: Stage, model, tok, params, *, lr: float, batch: int, cap
 
 def train_llava(out: Path, *, align_s: float, instruct_s: float, seed: int = 0, batch: int = 16,
                 sizes: LlavaSizes | None = None, max_steps: int | None = None, eval_n: int = 40,
-                pointing_weight: float = 1.0) -> dict:
+                pointing_weight: float = 1.0, mix: RequestMix | None = None) -> dict:
     """Both LLaVA stages into ``out/llava`` (``out/llava_align`` holds the first); needs ``out/clip``.
     ``pointing_weight`` scales the grounding loss of the instruction stage (``read.miniature.grounding``; 0 turns
-    it off, as before it existed)."""
+    it off, as before it existed); ``mix``: the share of READ-style requests (default ``RequestMix()``)."""
     sizes = sizes or LlavaSizes()
+    mix = mix or RequestMix()
     clip_folder = Path(out) / "clip"
     if not (clip_folder / "stage.json").is_file():
         raise FileNotFoundError(f"{clip_folder}: run the CLIP stage first")
@@ -263,8 +281,8 @@ def train_llava(out: Path, *, align_s: float, instruct_s: float, seed: int = 0, 
     for p in params:
         p.requires_grad_(True)
     loss = _train_phase(final, model, tok, params, lr=1e-3, batch=batch, captions_only=False, seed=seed + 1,
-                        max_steps=max_steps, pointing_weight=pointing_weight)
+                        max_steps=max_steps, pointing_weight=pointing_weight, mix=mix)
     quality = evaluate_llava(model, tok, n=eval_n)
     model.save_pretrained(final.folder)
     return final.finish(quality, final_loss=loss, align=align.record(), sizes=sizes.__dict__,
-                        pointing_weight=pointing_weight)
+                        pointing_weight=pointing_weight, mix=mix.__dict__)

@@ -17,7 +17,8 @@ from read.data.templates import (
     choose,
 )
 
-__all__ = ["NUMBERS", "POINTING_ANSWERS", "caption", "caption_words", "qa_items", "qa_pairs", "read_style_item", "scene",
+__all__ = ["NUMBERS", "POINTING_ANSWERS", "caption", "caption_words", "qa_items", "qa_pairs", "read_style_item", "read_style_request",
+           "scene",
            "vocabulary_sentences"]
 
 NUMBERS = {1: "one", 2: "two", 3: "three", 4: "four"}
@@ -80,20 +81,39 @@ def qa_items(shapes: list[Shape], rng: np.random.Generator,
     return out
 
 
-def read_style_item(shapes: list[Shape], target: int, query: str | None,
-                    rng: np.random.Generator) -> tuple[str, str, int]:
+def read_style_item(shapes: list[Shape], target: int, query: str | None, rng: np.random.Generator,
+                    val_share: float | None = None) -> tuple[str, str, int]:
     """A request in the words of READ's templates (``read.data.templates``: the training lists and the fixed
     validation prompt, as ``read.data.reason_seg`` phrases them) about shape ``target``: the short template with
     its name when ``query`` is None, else the long one with the query sentence; answered by a READ answer
     template whose ``[SEG]`` is the target's name. The miniature language model thus knows READ's English as
-    LLaMA does, and the answer's tokens point at the target (``read.miniature.grounding``)."""
+    LLaMA does, and the answer's tokens point at the target (``read.miniature.grounding``). ``val_share``: the
+    probability of the validation wording (question and answer); ``None`` makes it one template among the
+    others."""
     name = f"the {shapes[target].colour} {shapes[target].kind}"
-    if query is None:
-        question = choose(SHORT_QUESTION_TEMPLATE + [VAL_SHORT_QUESTION], rng).format(class_name=name)
+    if val_share is None:  # the validation prompt as one more template
+        shorts, longs, answers = (SHORT_QUESTION_TEMPLATE + [VAL_SHORT_QUESTION],
+                                  LONG_QUESTION_TEMPLATE + [VAL_LONG_QUESTION], LONG_ANSWER_TEMPLATE + [VAL_ANSWER])
+    elif rng.random() < val_share:
+        shorts, longs, answers = [VAL_SHORT_QUESTION], [VAL_LONG_QUESTION], [VAL_ANSWER]
     else:
-        question = choose(LONG_QUESTION_TEMPLATE + [VAL_LONG_QUESTION], rng).format(sent=query)
-    answer = choose(LONG_ANSWER_TEMPLATE + [VAL_ANSWER], rng).replace("[SEG]", name)
+        shorts, longs, answers = SHORT_QUESTION_TEMPLATE, LONG_QUESTION_TEMPLATE, LONG_ANSWER_TEMPLATE
+    if query is None:
+        question = choose(shorts, rng).format(class_name=name)
+    else:
+        question = choose(longs, rng).format(sent=query)
+    answer = choose(answers, rng).replace("[SEG]", name)
     return question.removeprefix("<image>\n"), answer, target
+
+
+def read_style_request(shapes: list[Shape], rng: np.random.Generator,
+                       val_share: float) -> tuple[str, str, int]:
+    """One ``read_style_item``: a reasoning query (when the scene has one) or a named shape, each half the time."""
+    implicit = implicit_queries(shapes) if len(shapes) > 1 else []
+    if implicit and rng.random() < 0.5:
+        target, query, _ = implicit[int(rng.integers(len(implicit)))]
+        return read_style_item(shapes, target, query, rng, val_share)
+    return read_style_item(shapes, int(rng.integers(len(shapes))), None, rng, val_share)
 
 
 def qa_pairs(shapes: list[Shape], rng: np.random.Generator) -> list[tuple[str, str]]:
