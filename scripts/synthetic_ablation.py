@@ -136,8 +136,10 @@ def report(out: Path, data_root: Path) -> str:
             series[variant] = [(float(np.mean([t for t, _ in v])), float(np.mean([g for _, g in v])))
                                for _, v in sorted(shared.items())]
     if series:
+        refs = {f"{k.replace('_', ' ')} {v['giou']:.2f}": v["giou"] for k, v in base.items()
+                if k in ("random_shape", "union_of_shapes")}  # the text-blind baselines to beat
         plot_curves(series, out / "curves.png", title="val gIoU (first 100 val items, mean over seeds)",
-                    xlabel="training minutes (2-core CPU)")
+                    xlabel="training minutes (2-core CPU)", ylim=(0.0, 1.0), hlines=refs)
     text = "\n".join(lines)
     (out / "report.md").write_text(text + "\n")
     return text

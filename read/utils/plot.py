@@ -12,8 +12,11 @@ PALETTE = [(31, 119, 180), (255, 127, 14), (44, 160, 44), (214, 39, 40), (148, 1
 
 
 def plot_curves(series: dict[str, list[tuple[float, float]]], path: str | Path, *, title: str = "",
-                xlabel: str = "step", size: tuple[int, int] = (900, 520)) -> Path:
-    """Draw each named series of (x, y) points as a polyline with a legend; write a PNG and return its path."""
+                xlabel: str = "step", size: tuple[int, int] = (900, 520), ylim: tuple[float, float] | None = None,
+                hlines: dict[str, float] | None = None) -> Path:
+    """Draw each named series of (x, y) points as a polyline with a legend; write a PNG and return its path.
+    ``ylim``: a fixed y range (default: the data's); ``hlines``: named reference values drawn as dashed grey
+    lines, labelled at their right end."""
     w, h = size
     left, right, top, bottom = 70, 170, 40, 50
     img = np.full((h, w, 3), 255, np.uint8)
@@ -23,7 +26,7 @@ def plot_curves(series: dict[str, list[tuple[float, float]]], path: str | Path, 
     else:
         xs, ys = [p[0] for p in pts], [p[1] for p in pts]
         x0, x1 = min(xs), max(xs) if max(xs) > min(xs) else min(xs) + 1
-        y0, y1 = min(ys), max(ys) if max(ys) > min(ys) else min(ys) + 1
+        y0, y1 = ylim if ylim is not None else (min(ys), max(ys) if max(ys) > min(ys) else min(ys) + 1)
 
         def to_px(x: float, y: float) -> tuple[int, int]:
             px = left + (x - x0) / (x1 - x0) * (w - left - right)
@@ -38,6 +41,11 @@ def plot_curves(series: dict[str, list[tuple[float, float]]], path: str | Path, 
             xv = x0 + (x1 - x0) * i / 4
             px, _ = to_px(xv, y0)
             cv2.putText(img, f"{xv:.4g}", (px - 10, h - bottom + 18), cv2.FONT_HERSHEY_SIMPLEX, 0.4, (0, 0, 0), 1)
+        for name, value in (hlines or {}).items():
+            _, py = to_px(x0, value)
+            for xa in range(left, w - right, 12):  # dashed
+                cv2.line(img, (xa, py), (min(xa + 6, w - right), py), (150, 150, 150), 1)
+            cv2.putText(img, name, (w - right + 5, py + 4), cv2.FONT_HERSHEY_SIMPLEX, 0.4, (110, 110, 110), 1)
         for k, (name, s) in enumerate(series.items()):
             colour = PALETTE[k % len(PALETTE)][::-1]
             poly = np.array([to_px(x, y) for x, y in s if math.isfinite(y)], np.int32)
