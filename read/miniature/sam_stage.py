@@ -188,8 +188,6 @@ def train_sam(out: Path, *, budget_s: float, seed: int = 0, batch: int = 8, lr: 
     sam = build(sizes)
     if init is not None:  # continue from earlier SAM weights (strictly)
         sam.load_state_dict(torch.load(init, map_location="cpu", weights_only=True), strict=True)
-    for p in sam.parameters():  # the READ head freezes encoder and prompt encoder; here everything learns
-        p.requires_grad_(True)
     encoder = list(sam.image_encoder.parameters())
     rest = [p for n, p in sam.named_parameters() if not n.startswith("image_encoder.")]
     opt = torch.optim.AdamW([{"params": encoder, "lr": encoder_lr}, {"params": rest, "lr": lr}], weight_decay=0.0)

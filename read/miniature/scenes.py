@@ -17,9 +17,8 @@ from read.data.templates import (
     choose,
 )
 
-__all__ = ["NUMBERS", "POINTING_ANSWERS", "caption", "caption_words", "qa_items", "qa_pairs", "read_style_item", "read_style_request",
-           "scene",
-           "vocabulary_sentences"]
+__all__ = ["NUMBERS", "POINTING_ANSWERS", "caption", "caption_words", "qa_items", "qa_pairs", "read_style_item",
+           "read_style_request", "scene", "vocabulary_sentences"]
 
 NUMBERS = {1: "one", 2: "two", 3: "three", 4: "four"}
 
