@@ -63,11 +63,13 @@ from read.model.sasp_dtoc import dense_similarity_map, discrete_to_continuous
 from read.model.sasp_geometry import (
     as_hw_list,
     aspect_padding,
+    grid_shape,
     minmax_normalize,
     padded_selection_grid,
     sam_preprocess_shape,
     selection_grid,
     similarity_map,
+    to_input_frame,
     to_sam_frame,
     token_side,
 )
@@ -88,7 +90,9 @@ __all__ = [
     "similarity_as_points_batched",
     "similarity_map",
     "sam_preprocess_shape",
+    "to_input_frame",
     "to_sam_frame",
+    "token_side",
 ]
 
 # --------------------------------------------------------------------------------------------------------------
@@ -120,11 +124,14 @@ def similarity_as_points_batched(
     variant: str = "official",
     eps: float = 0.5,
     window: int = 4,
+    grid_hw: tuple[int, int] | None = None,
+    view: str = "center_crop",
 ) -> tuple[Tensor, Tensor, Tensor]:
     """SasP for P similarity rows with per-row image sizes; equals a loop of :func:`similarity_as_points`.
 
     Args:
-        sim: ``[P, N]`` raw similarities (any float dtype; gradients flow back into it through DtoC).
+        sim: ``[P, N]`` raw similarities (any float dtype; gradients flow back into it through DtoC), every row on
+            the same token grid.
         image_hw: ``[P, 2]`` original (H, W) per row (tensor or sequence of pairs).
         num_points, t_pos, t_neg, down_sample: official selection (spec 2.4); ``t_pos``/``t_neg``/
             ``num_points`` are ignored by ``variant="paper"``.
@@ -133,11 +140,14 @@ def similarity_as_points_batched(
         variant: ``"official"`` or ``"paper"`` (see module docstring).
         eps: paper variant threshold width.
         window: DtoC half-width for the squared kernel (``SasPConfig.dtoc_window``).
+        grid_hw: ``(gh, gw)`` token grid, ``N = gh * gw`` (``None``: square, the official case).
+        view: how the grid covers the image (``read.model.sasp_geometry.VIEWS``): ``center_crop`` (LLaVA, official)
+            or ``full`` (dynamic-resolution models such as Qwen2.5-VL).
 
     Returns:
         coords ``[P, K, 2]`` float32 (x, y) original-image pixels, labels ``[P, K]`` int64 in {1, 0, -1},
         valid ``[P, K]`` bool (False only for slots beyond the available cells: label -1, coords 0).
-        ``K = min(num_points, ds^2)`` (official) or ``ds^2`` (paper).
+        ``K = min(num_points, dh * dw)`` (official) or ``dh * dw`` (paper), ``dh x dw`` the selection grid.
     """
     if variant not in ("official", "paper"):
         raise ValueError(f"variant must be 'official' or 'paper', got {variant!r}")
@@ -145,10 +155,10 @@ def similarity_as_points_batched(
         raise ValueError(f"sim must be [P, N], got shape {tuple(sim.shape)}")
     p = sim.shape[0]
     hw = as_hw_list(image_hw, p)
-    grid, constant = selection_grid(sim, down_sample)
+    grid, constant = selection_grid(sim, down_sample, grid_hw)
     if variant == "official":
         coords, labels, valid = select_points(
-            grid, constant, hw, num_points=num_points, t_pos=t_pos, t_neg=t_neg
+            grid, constant, hw, num_points=num_points, t_pos=t_pos, t_neg=t_neg, view=view
         )
         distance = "squared"
     else:
@@ -156,15 +166,15 @@ def similarity_as_points_batched(
         mu = flat.mean(dim=-1)
         sigma = flat.std(dim=-1, unbiased=False)
         coords, labels, valid = select_points(
-            grid, constant, hw, num_points=None, t_pos=mu + eps * sigma, t_neg=mu - eps * sigma
+            grid, constant, hw, num_points=None, t_pos=mu + eps * sigma, t_neg=mu - eps * sigma, view=view
         )
         distance = "euclidean"
     coords = coords.float()
     if continuous and coords.numel() > 0:
-        s = token_side(sim.shape[1])
+        gh, gw = grid_shape(sim.shape[1], grid_hw)
         tokens, _ = minmax_normalize(sim.float(), dim=-1)
         coords = discrete_to_continuous(
-            tokens.reshape(p, s, s), coords, hw, clip_size, window=window, distance=distance
+            tokens.reshape(p, gh, gw), coords, hw, clip_size, window=window, distance=distance, view=view
         )
         coords = torch.where(valid[..., None], coords, torch.zeros_like(coords))
     return coords, labels, valid
@@ -183,11 +193,13 @@ def similarity_as_points(
     variant: str = "official",
     eps: float = 0.5,
     window: int = 4,
+    grid_hw: tuple[int, int] | None = None,
+    view: str = "center_crop",
 ) -> tuple[Tensor, Tensor]:
     """SasP for one [SEG] query (spec 2.3-2.6).
 
     Args:
-        sim: ``[N]`` raw similarities over ``N = s * s`` image tokens, row-major.
+        sim: ``[N]`` raw similarities over ``N = gh * gw`` image tokens, row-major (square unless ``grid_hw``).
         image_hw: original image (H, W).
         (others: see :func:`similarity_as_points_batched`.)
 
@@ -211,6 +223,8 @@ def similarity_as_points(
         variant=variant,
         eps=eps,
         window=window,
+        grid_hw=grid_hw,
+        view=view,
     )
     keep = valid[0]
     return coords[0][keep], labels[0][keep]
@@ -226,11 +240,13 @@ class PointPrompts:
     """SasP output for P [SEG] queries.
 
     Attributes:
-        coords: ``[P, K, 2]`` float32 (x, y) in SAM's resized input frame (before SAM's own +0.5).
+        coords: ``[P, K, 2]`` float32 (x, y) in the mask decoder's input frame (before its own +0.5).
         labels: ``[P, K]`` int64 in {1, 0, -1}.
         coords_image: ``[P, K, 2]`` float32 (x, y) in original-image pixels.
-        similarity: ``[P, N]`` raw similarities (model dtype), for visualisation.
+        similarity: ``[P, N]`` raw similarities (model dtype), for visualisation; with per-query grids, row p holds
+            ``gh_p * gw_p`` values followed by padding.
         valid: ``[P, K]`` bool; False marks inert filler slots (label -1), see module docstring.
+        grid_hw: ``[P, 2]`` token grid of each query, or ``None`` (square grids of ``N`` tokens).
     """
 
     coords: Tensor
@@ -238,6 +254,14 @@ class PointPrompts:
     coords_image: Tensor
     similarity: Tensor
     valid: Tensor
+    grid_hw: Tensor | None = None
+
+    def query_similarity(self, p: int) -> Tensor:
+        """Query ``p``'s similarities over its own grid: ``[gh * gw]`` (no padding)."""
+        if self.grid_hw is None:
+            return self.similarity[p]
+        gh, gw = (int(v) for v in self.grid_hw[p])
+        return self.similarity[p, : gh * gw]
 
 
 class SimilarityAsPoints:
@@ -247,28 +271,33 @@ class SimilarityAsPoints:
         cfg: SasP settings, used as given (``read.config.load_config`` has already expanded ``cfg.preset``,
             with explicitly written keys winning). ``cfg.enabled`` is not consulted (the model uses no prompter
             when SasP is off).
-        clip_size: CLIP input side (336 for the released models).
-        sam_size: SAM input side (1024).
+        clip_size: CLIP input side (336 for the released models; unused by a ``full`` view).
+        sam_size: the mask decoder's input side S (1024).
+        view: how the VLM's token grid covers the image (``center_crop``: LLaVA-1.5, official; ``full``:
+            dynamic-resolution VLMs such as Qwen2.5-VL).
+        frame: the mask decoder's input frame (``longest_side``: SAM, official; ``square``: SAM 2).
     """
 
-    def __init__(self, cfg: SasPConfig, *, clip_size: int, sam_size: int) -> None:
+    def __init__(self, cfg: SasPConfig, *, clip_size: int, sam_size: int, view: str = "center_crop",
+                 frame: str = "longest_side") -> None:
         self.cfg = cfg
         self.clip_size = int(clip_size)
         self.sam_size = int(sam_size)
+        self.view = view
+        self.frame = frame
 
     def __repr__(self) -> str:
         c = self.cfg
         return (
             f"SimilarityAsPoints(variant={c.variant}, num_points={c.num_points}, t_pos={c.t_pos}, t_neg={c.t_neg}, "
             f"down_sample={c.down_sample}, continuous={c.continuous}, clip_size={self.clip_size}, "
-            f"sam_size={self.sam_size})"
+            f"sam_size={self.sam_size}, view={self.view}, frame={self.frame})"
         )
 
-    def __call__(self, image_hidden: Tensor, seg_hidden: Tensor, image_hw: Tensor | Sequence) -> PointPrompts:
-        """``[P, N, C]`` image-token states, ``[P, C]`` [SEG] states, ``[P, 2]`` original (H, W) -> prompts."""
+    def _points(self, sim: Tensor, image_hw: Tensor | Sequence, grid_hw: tuple[int, int] | None
+                ) -> tuple[Tensor, Tensor, Tensor]:
         c = self.cfg
-        sim = similarity_map(image_hidden, seg_hidden)
-        coords_image, labels, valid = similarity_as_points_batched(
+        return similarity_as_points_batched(
             sim,
             image_hw,
             num_points=c.num_points,
@@ -280,8 +309,55 @@ class SimilarityAsPoints:
             variant=c.variant,
             eps=c.eps,
             window=c.dtoc_window,
+            grid_hw=grid_hw,
+            view=self.view,
         )
-        coords = to_sam_frame(coords_image, image_hw, self.sam_size)
-        return PointPrompts(
-            coords=coords, labels=labels, coords_image=coords_image, similarity=sim, valid=valid
-        )
+
+    def __call__(self, image_hidden: Tensor, seg_hidden: Tensor, image_hw: Tensor | Sequence,
+                 grid_hw: Tensor | None = None) -> PointPrompts:
+        """Point prompts for P queries.
+
+        Args:
+            image_hidden: ``[P, N, C]`` image-token states (row-major over each query's grid; padded to N when the
+                grids differ); seg_hidden: ``[P, C]``; image_hw: ``[P, 2]`` original (H, W).
+            grid_hw: ``[P, 2]`` token grid of each query, or ``None``: every query on the square grid of N tokens
+                (the official case, computed in one batch exactly as before grids existed).
+
+        Returns:
+            :class:`PointPrompts`; queries on different grids are computed grid by grid and their point sets padded
+            to a common K with inert slots (label -1, ``valid`` False).
+        """
+        sim = similarity_map(image_hidden, seg_hidden)
+        hw = torch.as_tensor(as_hw_list(image_hw, sim.shape[0]), dtype=torch.long).reshape(-1, 2)
+        if grid_hw is None:
+            coords_image, labels, valid = self._points(sim, hw, None)
+        else:
+            coords_image, labels, valid = self._grouped_points(sim, hw, grid_hw)
+        coords = to_input_frame(coords_image, hw, self.sam_size, self.frame)
+        return PointPrompts(coords=coords, labels=labels, coords_image=coords_image, similarity=sim, valid=valid,
+                            grid_hw=grid_hw)
+
+    def _grouped_points(self, sim: Tensor, hw: Tensor, grid_hw: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        """SasP grid by grid (queries on one grid form one batch), scattered back in query order."""
+        grids = [tuple(int(v) for v in row) for row in grid_hw.reshape(-1, 2).tolist()]
+        if len(grids) != sim.shape[0]:
+            raise ValueError(f"got {len(grids)} token grids for {sim.shape[0]} queries")
+        parts = {}
+        for g in sorted(set(grids)):
+            idx = [i for i, x in enumerate(grids) if x == g]
+            n = g[0] * g[1]
+            if n > sim.shape[1]:
+                raise ValueError(f"a {g[0]}x{g[1]} token grid needs {n} image states, the query has {sim.shape[1]}")
+            parts[g] = (idx, self._points(sim[idx, :n], hw[idx], g))
+        k = max(out[0].shape[1] for _, out in parts.values())
+        p = sim.shape[0]
+        coords = sim.new_zeros(p, k, 2, dtype=torch.float32)
+        labels = torch.full((p, k), -1, dtype=torch.long, device=sim.device)
+        valid = torch.zeros(p, k, dtype=torch.bool, device=sim.device)
+        for idx, (c, lab, v) in parts.values():
+            rows = torch.tensor(idx, dtype=torch.long, device=sim.device)
+            kk = c.shape[1]
+            coords = coords.index_put((rows[:, None], torch.arange(kk, device=sim.device)[None]), c)
+            labels[rows, :kk] = lab
+            valid[rows, :kk] = v
+        return coords, labels, valid

@@ -10,7 +10,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from read.model.sasp_geometry import as_hw_list, aspect_padding, minmax_normalize, token_side
+from read.model.sasp_geometry import as_hw_list, grid_shape, minmax_normalize, view_padding
 
 __all__ = ["dense_similarity_map", "discrete_to_continuous"]
 
@@ -20,28 +20,36 @@ __all__ = ["dense_similarity_map", "discrete_to_continuous"]
 # --------------------------------------------------------------------------------------------------------------
 
 
-def dense_similarity_map(sim: Tensor, image_hw: tuple[int, int], clip_size: int) -> Tensor:
+def dense_similarity_map(sim: Tensor, image_hw: tuple[int, int], clip_size: int,
+                         grid_hw: tuple[int, int] | None = None, view: str = "center_crop") -> Tensor:
     """The official dense map ``origin_sm`` of one item, materialised (spec 2.3; for visualisation).
 
-    min-max over the N tokens -> ``s x s`` -> bilinear to ``clip_size`` -> zero aspect padding -> bilinear to
-    (H, W) (``align_corners=False``). DtoC never builds this; it evaluates the same values in small windows.
+    ``center_crop`` (official): min-max over the N tokens -> ``s x s`` -> bilinear to ``clip_size`` -> zero aspect
+    padding -> bilinear to (H, W) (``align_corners=False``). ``full``: min-max -> ``gh x gw`` -> bilinear to
+    (H, W) (the grid spans the image; ``clip_size`` is not used). DtoC never builds this; it evaluates the same
+    values in small windows.
 
     Args:
         sim: ``[N]`` raw similarities.
         image_hw: original (H, W).
         clip_size: CLIP input side (336 for the released models).
+        grid_hw, view: the token grid (``None``: square) and how it covers the image
+            (``read.model.sasp_geometry.VIEWS``).
 
     Returns:
         ``[H, W]`` float32 (0.5 inside the crop for a constant map).
     """
-    s = token_side(sim.shape[-1])
+    gh, gw = grid_shape(sim.shape[-1], grid_hw)
     m, _ = minmax_normalize(sim.float().reshape(1, -1), dim=-1)
-    m = F.interpolate(
-        m.reshape(1, 1, s, s), size=(clip_size, clip_size), mode="bilinear", align_corners=False
-    )
-    pad_h, pad_w = aspect_padding(image_hw, clip_size)
-    m = F.pad(m, (pad_w, pad_w, pad_h, pad_h), value=0.0)
+    m = m.reshape(1, 1, gh, gw)
     h, w = int(image_hw[0]), int(image_hw[1])
+    if view == "full":
+        return F.interpolate(m, size=(h, w), mode="bilinear", align_corners=False)[0, 0]
+    if gh != gw:
+        raise ValueError(f"a center_crop token grid is square, got {gh}x{gw}")
+    m = F.interpolate(m, size=(clip_size, clip_size), mode="bilinear", align_corners=False)
+    pad_h, pad_w = view_padding(image_hw, clip_size, view)
+    m = F.pad(m, (pad_w, pad_w, pad_h, pad_h), value=0.0)
     return F.interpolate(m, size=(h, w), mode="bilinear", align_corners=False)[0, 0]
 
 
@@ -62,13 +70,16 @@ def _linear_taps(dst: Tensor, in_size: Tensor | int, out_size: Tensor | int) -> 
 def _composed_resize_weights(pix: Tensor, out_size: Tensor, pad: Tensor, clip_size: int, s: int) -> Tensor:
     """Rows of the 1-D operator ``s -> clip_size -> zero-pad(pad) -> out_size`` at output pixels ``pix``.
 
-    The dense map is separable: ``D = A_y m A_x^T`` with ``m`` the ``s x s`` token map; this returns the rows of
-    ``A`` for the requested output indices (each row has at most 4 non-zeros).
+    The dense map is separable: ``D = A_y m A_x^T`` with ``m`` the ``gh x gw`` token map; this returns the rows of
+    ``A`` for the requested output indices (each row has at most 4 non-zeros). With ``clip_size = s`` and
+    ``pad = 0`` the first resize is the identity, so the operator is the single resize ``s -> out_size`` of a
+    ``full`` view.
 
     Args:
         pix: ``[...]`` int64 output pixel indices (must lie in ``[0, out_size)``).
         out_size, pad: tensors broadcastable to ``pix``: output length (H or W) and the per-side padding
             (may be -1: cropping).
+        clip_size: the intermediate length; s: the token count along this axis.
 
     Returns:
         ``[..., s]`` float64 weights.
@@ -88,21 +99,25 @@ def _composed_resize_weights(pix: Tensor, out_size: Tensor, pad: Tensor, clip_si
 
 
 def _dense_window(
-    tokens: Tensor, ys: Tensor, xs: Tensor, size_hw: Tensor, pads: Tensor, clip_size: int
+    tokens: Tensor, ys: Tensor, xs: Tensor, size_hw: Tensor, pads: Tensor, inner_hw: tuple[int, int] | int
 ) -> Tensor:
     """Dense-map values on the grid ``ys x xs`` per point, without materialising the map.
 
     Args:
-        tokens: ``[P, s, s]`` min-max normalised token map (float32).
+        tokens: ``[P, gh, gw]`` min-max normalised token map (float32).
         ys, xs: ``[P, K, R]`` int64 pixel rows / columns (clamped into the image by the caller).
-        size_hw: ``[P, 2]`` int64 (H, W); pads: ``[P, 2]`` int64 CLIP aspect padding (pad_h, pad_w).
+        size_hw: ``[P, 2]`` int64 (H, W); pads: ``[P, 2]`` int64 aspect padding (pad_h, pad_w).
+        inner_hw: the intermediate size: ``(clip_size, clip_size)`` (``center_crop``; an int means a square) or
+            ``(gh, gw)`` (``full``).
 
     Returns:
         ``[P, K, R, R]`` float32, ``[p, k, a, b] = origin_sm[ys[p, k, a], xs[p, k, b]]``.
     """
-    s = tokens.shape[-1]
-    ay = _composed_resize_weights(ys, size_hw[:, 0, None, None], pads[:, 0, None, None], clip_size, s)
-    ax = _composed_resize_weights(xs, size_hw[:, 1, None, None], pads[:, 1, None, None], clip_size, s)
+    gh, gw = tokens.shape[-2:]
+    if isinstance(inner_hw, int):
+        inner_hw = (inner_hw, inner_hw)
+    ay = _composed_resize_weights(ys, size_hw[:, 0, None, None], pads[:, 0, None, None], inner_hw[0], gh)
+    ax = _composed_resize_weights(xs, size_hw[:, 1, None, None], pads[:, 1, None, None], inner_hw[1], gw)
     return torch.einsum("pkas,pst,pkbt->pkab", ay.to(tokens.dtype), tokens, ax.to(tokens.dtype))
 
 
@@ -123,6 +138,7 @@ def discrete_to_continuous(
     *,
     window: int = 4,
     distance: str = "squared",
+    view: str = "center_crop",
 ) -> Tensor:
     """DtoC (spec 2.6), exact up to the weights outside a ``(2r+1)^2`` window, batched.
 
@@ -133,13 +149,15 @@ def discrete_to_continuous(
     accumulated as ``x + sum_i (g_x,i - x) w_i`` (sub-ulp accurate). Differentiable w.r.t. ``tokens``.
 
     Args:
-        tokens: ``[P, s, s]`` float32 min-max normalised token map (``minmax_normalize`` of the raw S).
+        tokens: ``[P, gh, gw]`` float32 min-max normalised token map (``minmax_normalize`` of the raw S; square
+            for ``center_crop``).
         points: ``[P, K, 2]`` (x, y) original-image pixels (integer-valued in the official pipeline; any float
             inside the image works).
         image_hw: ``[P, 2]`` original (H, W).
         clip_size: CLIP input side.
         window: half-width r for the squared kernel.
         distance: ``"squared"`` (official) or ``"euclidean"`` (paper Eq. 7 / Algorithm 1).
+        view: how the grid covers the image (see :func:`dense_similarity_map`).
 
     Returns:
         ``[P, K, 2]`` float32 continuous (x, y).
@@ -150,7 +168,11 @@ def discrete_to_continuous(
     dev = tokens.device
     hw = as_hw_list(image_hw, p)
     size = torch.tensor(hw, dtype=torch.long, device=dev).reshape(-1, 2)
-    pads = torch.tensor([aspect_padding(x, clip_size) for x in hw], dtype=torch.long, device=dev).reshape(
+    gh, gw = tokens.shape[-2:]
+    if view == "center_crop" and gh != gw:
+        raise ValueError(f"a center_crop token grid is square, got {gh}x{gw}")
+    inner_hw = (clip_size, clip_size) if view == "center_crop" else (gh, gw)
+    pads = torch.tensor([view_padding(x, clip_size, view) for x in hw], dtype=torch.long, device=dev).reshape(
         -1, 2
     )
     r = _effective_window(window, distance)
@@ -169,7 +191,7 @@ def discrete_to_continuous(
         torch.minimum(xs.clamp_min(0), w - 1),
         size,
         pads,
-        clip_size,
+        inner_hw,
     )
     dx = (xs.double() - pts[..., 0, None]).float()  # [P, K, R] offsets of window columns from x
     dy = (ys.double() - pts[..., 1, None]).float()

@@ -8,7 +8,7 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor
 
-from read.model.sasp_geometry import as_hw_list, aspect_padding
+from read.model.sasp_geometry import as_hw_list, view_padding
 
 __all__ = ["select_points"]
 
@@ -25,6 +25,7 @@ def select_points(
     num_points: int | None,
     t_pos: float | Tensor,
     t_neg: float | Tensor,
+    view: str = "center_crop",
 ) -> tuple[Tensor, Tensor, Tensor]:
     """Point classes, official order and truncated pixel coordinates (spec 2.4.2-2.5), batched.
 
@@ -34,31 +35,35 @@ def select_points(
     built.
 
     Args:
-        grid: ``[P, ds, ds]`` normalised selection grid; constant: ``[P]`` (from :func:`selection_grid`).
+        grid: ``[P, dh, dw]`` normalised selection grid; constant: ``[P]`` (from :func:`selection_grid`).
         image_hw: ``[P, 2]`` original (H, W).
         num_points: keep the first ``num_points`` (``None``: all cells, the paper variant).
         t_pos, t_neg: floats or ``[P]`` tensors (per-item thresholds of the paper variant).
+        view: how the grid covers the image (``read.model.sasp_geometry.VIEWS``): ``center_crop`` (official, square
+            grid, aspect padding) or ``full`` (no padding: the grid spans the whole image).
 
     Returns:
         coords ``[P, K, 2]`` int64 (x, y) in original-image pixels (truncated; 0 where invalid),
-        labels ``[P, K]`` int64 in {1, 0, -1}, valid ``[P, K]`` bool, with ``K = min(num_points, ds * ds)``.
+        labels ``[P, K]`` int64 in {1, 0, -1}, valid ``[P, K]`` bool, with ``K = min(num_points, dh * dw)``.
     """
-    p, ds, _ = grid.shape
+    p, dh, dw = grid.shape
+    if view == "center_crop" and dh != dw:
+        raise ValueError(f"a center_crop token grid is square, got {dh}x{dw}")
     dev = grid.device
     hw = as_hw_list(image_hw, p)
-    v = grid.reshape(p, ds * ds)
+    v = grid.reshape(p, dh * dw)
     t_pos_t = torch.as_tensor(t_pos, dtype=v.dtype, device=dev).reshape(-1, 1)
     t_neg_t = torch.as_tensor(t_neg, dtype=v.dtype, device=dev).reshape(-1, 1)
 
-    pads = torch.tensor([aspect_padding(x, ds) for x in hw], dtype=torch.long, device=dev).reshape(-1, 2)
+    pads = torch.tensor([view_padding(x, dw, view) for x in hw], dtype=torch.long, device=dev).reshape(-1, 2)
     pad_h, pad_w = pads[:, :1], pads[:, 1:]
-    rows = torch.arange(ds, device=dev).repeat_interleave(ds)[None]  # [1, L]
-    cols = torch.arange(ds, device=dev).repeat(ds)[None]
+    rows = torch.arange(dh, device=dev).repeat_interleave(dw)[None]  # [1, L]
+    cols = torch.arange(dw, device=dev).repeat(dh)[None]
     inside = (
         (rows + pad_h >= 0)
-        & (rows + pad_h < ds + 2 * pad_h)
+        & (rows + pad_h < dh + 2 * pad_h)
         & (cols + pad_w >= 0)
-        & (cols + pad_w < ds + 2 * pad_w)
+        & (cols + pad_w < dw + 2 * pad_w)
     )
 
     informative = ~constant.reshape(-1, 1)
@@ -72,7 +77,7 @@ def select_points(
     order = _stable_argsort(key)  # (key, raster)
     order = order.gather(1, _stable_argsort(cls.gather(1, order)))  # (class, key, raster)
 
-    k = ds * ds if num_points is None else min(int(num_points), ds * ds)
+    k = dh * dw if num_points is None else min(int(num_points), dh * dw)
     idx = order[:, :k]
     sel_cls = cls.gather(1, idx)
     valid = sel_cls < 3
@@ -82,10 +87,10 @@ def select_points(
 
     # Official coordinates: x = int(min((col + 0.5) * W / w, W - 1)) on the padded h x w grid (float64 here).
     size = torch.tensor(hw, dtype=torch.float64, device=dev).reshape(-1, 2)  # (H, W)
-    h_grid = (ds + 2 * pad_h).double()
-    w_grid = (ds + 2 * pad_w).double()
-    col_p = (idx % ds + pad_w).double()
-    row_p = (idx // ds + pad_h).double()
+    h_grid = (dh + 2 * pad_h).double()
+    w_grid = (dw + 2 * pad_w).double()
+    col_p = (idx % dw + pad_w).double()
+    row_p = (idx // dw + pad_h).double()
     x = torch.minimum((col_p + 0.5) * (size[:, 1:] / w_grid), size[:, 1:] - 1).floor().long()
     y = torch.minimum((row_p + 0.5) * (size[:, :1] / h_grid), size[:, :1] - 1).floor().long()
     coords = torch.stack([x, y], dim=-1)
