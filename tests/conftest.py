@@ -62,6 +62,7 @@ def make_tiny_batch(model, tokenizer, cfg, seed: int = 0, n_images: int = 2):
         num_image_tokens=num_image_tokens(model.llava),
         clip_size=clip_image_size(model.llava),
         sam_size=model.sam.img_size,
+        sam_frame=model.sam.frame,
         use_im_start_end=cfg.model.vlm.use_im_start_end,
     )
 

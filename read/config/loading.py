@@ -199,8 +199,11 @@ def validate(cfg: ReadConfig, src: str = "<config>") -> None:
     m = cfg.model
     if m.vlm.pretrained is None and m.vlm.tiny is None:
         raise ConfigError(f"{src}: model.vlm.pretrained is null, so model.vlm.tiny must give the random-init sizes")
-    if m.sam.variant == "tiny" and m.sam.tiny is None:
+    if m.sam.kind == "sam" and m.sam.variant == "tiny" and m.sam.tiny is None:
         raise ConfigError(f"{src}: model.sam.variant is tiny, so model.sam.tiny must be given")
+    if m.sam.kind == "sam2" and m.sam.checkpoint is None and (m.sam.variant != "tiny" or m.sam.tiny_sam2 is None):
+        raise ConfigError(f"{src}: model.sam.kind=sam2 without model.sam.checkpoint needs model.sam.variant=tiny and "
+                          "model.sam.tiny_sam2 (a random tiny SAM 2)")
     s = m.sasp
     if not 0.0 <= s.t_neg < s.t_pos <= 1.0:
         raise ConfigError(f"{src}: model.sasp needs 0 <= t_neg < t_pos <= 1, got t_neg={s.t_neg} t_pos={s.t_pos}")

@@ -81,13 +81,40 @@ class TinySamConfig:
 
 
 @dataclass
-class SamConfig:
-    """SAM head built from the unmodified ``segment_anything`` classes."""
+class TinySam2Config:
+    """A tiny random SAM 2 (Hiera backbone + FPN neck + SAM 2 decoder) for tests and quick runs."""
 
+    image_size: int = 128
+    hidden_size: int = 32
+    """Prompt / decoder width (``model.out_dim`` must equal it)."""
+    embed_dim_per_stage: list[int] = field(default_factory=lambda: [16, 32, 64, 128])
+    blocks_per_stage: list[int] = field(default_factory=lambda: [1, 1, 2, 1])
+    heads_per_stage: list[int] = field(default_factory=lambda: [1, 1, 2, 2])
+    window_size_per_stage: list[int] = field(default_factory=lambda: [4, 4, 4, 4])
+    global_attention_blocks: list[int] = field(default_factory=lambda: [3])
+    decoder_mlp_dim: int = 64
+    decoder_heads: int = 2
+
+
+@dataclass
+class SamConfig:
+    """The mask decoder: SAM (the unmodified ``segment_anything`` classes, ``kind: sam``) or SAM 2 (transformers'
+    ``Sam2Model`` parts, ``kind: sam2``)."""
+
+    kind: Literal["sam", "sam2"] = "sam"
+    """``sam``: SAM ViT-H/L/B (official READ). ``sam2``: SAM 2 / 2.1 image prediction (docs/BACKBONES.md)."""
     variant: Literal["vit_h", "vit_l", "vit_b", "tiny"] = "vit_h"
+    """SAM encoder (``kind: sam``). With ``kind: sam2`` only ``tiny`` is read (a random SAM 2 from ``tiny_sam2``);
+    any other value takes the architecture from ``checkpoint``."""
     checkpoint: str | None = "sam_vit_h_4b8939.pth"
-    """Path to the SAM state dict. ``null`` leaves SAM randomly initialised (tests, or weights loaded later)."""
+    """``kind: sam``: path to the SAM state dict (``.pth``). ``kind: sam2``: hub id or local directory of a SAM 2
+    model in transformers layout (``facebook/sam2.1-hiera-large``). ``null`` leaves it randomly initialised (tests,
+    or weights loaded later)."""
     tiny: TinySamConfig | None = None
+    tiny_sam2: TinySam2Config | None = None
+    dynamic_multimask: bool = False
+    """SAM 2 only: at inference, fall back from mask token 0 to the best multimask output when token 0 is unstable
+    (SAM 2's predictor default). Off: mask token 0 in training and inference alike, as READ does with SAM."""
     encoder_batch_size: int = 4
     """Images per chunk through the frozen image encoder."""
     global_attn_indexes: list[int] | None = None

@@ -22,12 +22,15 @@ def collate(
     use_im_start_end: bool = True,
     conv_template: str = "llava_v1",
     max_length: int | None = None,
+    sam_frame: str = "longest_side",
 ) -> Batch:
     """Preprocess images, build and tokenise prompts (right padding with ``tokenizer.pad_id``), stack.
 
     ``max_length`` counts tokens *after* image expansion (the official ``model_max_length - 255`` assumed 256
     image tokens, spec 10.8). A longer row is cut at ``max_length`` unless the cut would remove a ``[SEG]``:
     that would silently misalign masks and queries, so it raises :class:`DataError` naming the sample instead.
+
+    ``sam_frame``: the mask decoder's input frame (``longest_side``: SAM; ``square``: SAM 2).
 
     Returns a :class:`Batch` whose ``labels``/``gt_masks`` are set when every sample has masks.
     """
@@ -36,7 +39,7 @@ def collate(
     label_rows: list[Tensor] = []
     row_to_image: list[int] = []
     for b, s in enumerate(samples):
-        clip, sam, geom = preprocess_image(s.image, clip_size=clip_size, sam_size=sam_size)
+        clip, sam, geom = preprocess_image(s.image, clip_size=clip_size, sam_size=sam_size, sam_frame=sam_frame)
         clips.append(clip)
         sams.append(sam)
         hws.append(geom.orig_hw)

@@ -7,6 +7,10 @@ pad-to-square (LLaVA-1.5's own "pad" mode is not what READ uses).
 
 SAM: upstream ``ResizeLongestSide(sam_size).apply_image`` (long side ``sam_size``, ``int(x + 0.5)`` rounding,
 bilinear), normalise on the 0-255 scale with SAM's mean/std, zero-pad bottom/right to ``sam_size x sam_size``.
+
+SAM 2 (``sam_frame="square"``): SAM 2's ``SAM2Transforms``: to [0, 1], resize to ``sam_size x sam_size`` (bilinear,
+antialiased, aspect not kept; the tensor kernel torchvision's ``Resize`` uses), normalise with the ImageNet
+mean/std.
 """
 
 from __future__ import annotations
@@ -22,6 +26,8 @@ CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
 CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
 SAM_MEAN = (123.675, 116.28, 103.53)
 SAM_STD = (58.395, 57.12, 57.375)
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
 
 
 @dataclass(frozen=True)
@@ -30,7 +36,7 @@ class ImageGeometry:
 
     Attributes:
         orig_hw: original (H, W).
-        sam_input_hw: (h', w') after resize-longest-side, before padding.
+        sam_input_hw: (h', w') after resize-longest-side, before padding (SAM 2: ``(S, S)``).
         clip_resized_hw: size after the CLIP shortest-side resize.
         clip_crop_box: (left, top, right, bottom) of the CLIP crop in original-image pixels (floats).
     """
@@ -93,10 +99,21 @@ def sam_preprocess(image: np.ndarray, sam_size: int = 1024) -> tuple[Tensor, tup
     return x, (h, w)
 
 
+def sam2_preprocess(image: np.ndarray, size: int = 1024) -> tuple[Tensor, tuple[int, int]]:
+    """RGB uint8 ``[H, W, 3]`` -> SAM 2 input ``[3, size, size]`` float32 and its content size ``(size, size)``."""
+    x = torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1).float()[None] / 255.0
+    x = torch.nn.functional.interpolate(x, (size, size), mode="bilinear", align_corners=False, antialias=True)[0]
+    x = (x - torch.tensor(IMAGENET_MEAN).view(3, 1, 1)) / torch.tensor(IMAGENET_STD).view(3, 1, 1)
+    return x, (size, size)
+
+
 def preprocess_image(
-    image: np.ndarray, *, clip_size: int = 336, sam_size: int = 1024
+    image: np.ndarray, *, clip_size: int = 336, sam_size: int = 1024, sam_frame: str = "longest_side"
 ) -> tuple[Tensor, Tensor, ImageGeometry]:
     """Both views of one RGB uint8 image ``[H, W, 3]``.
+
+    Args:
+        sam_frame: the mask decoder's input frame: ``longest_side`` (SAM) or ``square`` (SAM 2).
 
     Returns:
         ``(clip [3, clip_size, clip_size], sam [3, sam_size, sam_size], geometry)``.
@@ -104,7 +121,12 @@ def preprocess_image(
     if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
         raise ValueError(f"expected an RGB uint8 image [H, W, 3], got {image.dtype} {image.shape}")
     clip, resized_hw, box = clip_preprocess(image, clip_size)
-    sam, sam_hw = sam_preprocess(image, sam_size)
+    if sam_frame == "longest_side":
+        sam, sam_hw = sam_preprocess(image, sam_size)
+    elif sam_frame == "square":
+        sam, sam_hw = sam2_preprocess(image, sam_size)
+    else:
+        raise ValueError(f"unknown mask-decoder frame {sam_frame!r} (expected longest_side or square)")
     geom = ImageGeometry(
         orig_hw=(int(image.shape[0]), int(image.shape[1])),
         sam_input_hw=sam_hw,

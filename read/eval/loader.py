@@ -23,15 +23,17 @@ class EvalCollator:
     model's image-token count, CLIP and SAM sizes and prompt format, computed in the main process."""
 
     def __init__(self, tokenizer, *, num_image_tokens: int, clip_size: int, sam_size: int, use_im_start_end: bool,
-                 conv_template: str) -> None:
+                 conv_template: str, sam_frame: str = "longest_side") -> None:
         self.tokenizer = tokenizer
         self.kw = dict(num_image_tokens=num_image_tokens, clip_size=clip_size, sam_size=sam_size,
+                       sam_frame=sam_frame,
                        use_im_start_end=use_im_start_end, conv_template=conv_template)
 
     @classmethod
     def for_model(cls, tokenizer, model, cfg: ReadConfig, conv_template: str) -> EvalCollator:
         return cls(tokenizer, num_image_tokens=num_image_tokens(model.llava), clip_size=clip_image_size(model.llava),
-                   sam_size=model.sam.img_size, use_im_start_end=cfg.model.vlm.use_im_start_end,
+                   sam_size=model.sam.img_size, sam_frame=model.sam.frame,
+                   use_im_start_end=cfg.model.vlm.use_im_start_end,
                    conv_template=conv_template)
 
     def __call__(self, samples: list[Sample]) -> Batch:

@@ -18,6 +18,7 @@ from read.config import ModelConfig, ReadConfig, SamConfig
 from read.model.llava_backbone import build_llava, clip_image_size, output_vocab_mask
 from read.model.projector import SegProjector
 from read.model.read_model import ReadModel
+from read.model.sam2_head import Sam2MaskHead, build_sam2_head
 from read.model.sam_head import SamMaskHead, build_sam_head, infer_sam_head_sizes
 from read.model.tokenizer import ReadTokenizer
 from read.utils.device import resolve_dtype
@@ -43,13 +44,16 @@ def build_tokenizer(cfg: ModelConfig) -> ReadTokenizer:
     return ReadTokenizer.from_pretrained(source, **kwargs)
 
 
-def build_sam(cfg: SamConfig) -> SamMaskHead:
-    """SAM head; loads ``cfg.checkpoint`` strictly (upstream key names) when given.
+def build_sam(cfg: SamConfig) -> SamMaskHead | Sam2MaskHead:
+    """The mask head of ``model.sam.kind``: SAM (loads ``cfg.checkpoint`` strictly, upstream key names) or SAM 2
+    (:func:`read.model.sam2_head.build_sam2_head`).
 
     Raises:
         CheckpointKeyError: the checkpoint does not fit; the message names the keys and, when other
             ``model.sam.*`` sizes would load it, those values.
     """
+    if cfg.kind == "sam2":
+        return build_sam2_head(cfg)
     heads = dict(iou_head_hidden_dim=cfg.iou_head_hidden_dim, iou_head_depth=cfg.iou_head_depth,
                  num_multimask_outputs=cfg.num_multimask_outputs, global_attn_indexes=cfg.global_attn_indexes)
     if cfg.variant == "tiny":
@@ -134,14 +138,18 @@ def set_trainable(model: nn.Module, full_modules: list[str]) -> list[str]:
     return sorted(n for n, p in model.named_parameters() if p.requires_grad)
 
 
-def build_point_prompter(cfg: ModelConfig, clip_size: int, sam_size: int):
-    """SasP prompter, or ``None`` when ``model.sasp.enabled`` is false (text-only prompting)."""
+def build_point_prompter(cfg: ModelConfig, clip_size: int, sam_size: int, *, view: str = "center_crop",
+                         frame: str = "longest_side"):
+    """SasP prompter, or ``None`` when ``model.sasp.enabled`` is false (text-only prompting).
+
+    ``view``: how the VLM's token grid covers the image; ``frame``: the mask decoder's input frame
+    (``read.model.sasp_geometry.VIEWS`` / ``FRAMES``)."""
     if not cfg.sasp.enabled:
         return None
     from read.model.sasp import SimilarityAsPoints
 
     # presets are expanded once, by read.config.load_config (explicitly given keys win over the preset)
-    return SimilarityAsPoints(cfg.sasp, clip_size=clip_size, sam_size=sam_size)
+    return SimilarityAsPoints(cfg.sasp, clip_size=clip_size, sam_size=sam_size, view=view, frame=frame)
 
 
 def build_read_model(cfg: ReadConfig | ModelConfig, *, loss_cfg=None, device: torch.device | None = None
@@ -168,8 +176,8 @@ def build_read_model(cfg: ReadConfig | ModelConfig, *, loss_cfg=None, device: to
     sam = build_sam(cfg.sam)
     sam.seg_prompt = cfg.seg_prompt
     projector = SegProjector(hidden, cfg.out_dim)
-    if sam.prompt_encoder.embed_dim != cfg.out_dim:
-        raise ValueError(f"model.out_dim={cfg.out_dim} but SAM's prompt dim is {sam.prompt_encoder.embed_dim}")
+    if sam.prompt_dim != cfg.out_dim:
+        raise ValueError(f"model.out_dim={cfg.out_dim} but the mask decoder's prompt dim is {sam.prompt_dim}")
     model = ReadModel(
         llava=llava,
         sam=sam,
@@ -177,7 +185,7 @@ def build_read_model(cfg: ReadConfig | ModelConfig, *, loss_cfg=None, device: to
         seg_token_id=tokenizer.seg_token_id,
         image_token_id=tokenizer.image_token_id,
         loss_cfg=loss_cfg,
-        point_prompter=build_point_prompter(cfg, clip_image_size(llava), sam.img_size),
+        point_prompter=build_point_prompter(cfg, clip_image_size(llava), sam.img_size, frame=sam.frame),
         seg_query=cfg.vlm.seg_query,
         output_vocab=output_vocab_mask(tokenizer, llava.get_output_embeddings().weight.shape[0]),
     )

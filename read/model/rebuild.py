@@ -124,7 +124,8 @@ def _sources(cfg: ReadConfig, release: Path | None) -> dict:
     m = cfg.model
     return {
         "llava": m.vlm.pretrained or f"random tiny LLaVA (seed {cfg.train.seed})",
-        "sam": m.sam.checkpoint or f"random SAM {m.sam.variant} (seed {cfg.train.seed})",
+        "sam": m.sam.checkpoint or f"random {'SAM 2' if m.sam.kind == 'sam2' else 'SAM'} {m.sam.variant} "
+               f"(seed {cfg.train.seed})",
         "release": str(release) if release is not None else None,
         "seed": cfg.train.seed,
     }
@@ -222,7 +223,7 @@ def check_paths(cfg: ReadConfig, weights: str | Path | None = None, *, weights_k
     # a checkpoint init only matters before training: loading weights reads the base from their own record
     if cfg.train.init == "released" or (cfg.train.init == "checkpoint" and weights is None):
         need("train.init_checkpoint", cfg.train.init_checkpoint)
-    need("model.sam.checkpoint", cfg.model.sam.checkpoint)
+    need("model.sam.checkpoint", cfg.model.sam.checkpoint, always=cfg.model.sam.kind == "sam")  # SAM 2: hub id or dir
     need("model.vlm.tokenizer", cfg.model.vlm.tokenizer, always=False)
     need("model.vlm.pretrained", cfg.model.vlm.pretrained, always=False)
     if problems:

@@ -49,7 +49,12 @@ class SamMaskHead(nn.Module):
     matrix cannot be bf16 (upstream forces the coordinates to fp32 and the matmul would fail), and fp32 keeps the
     Discrete-to-Continuous sub-pixel offsets that bf16 would round away (spec 2.8; a documented difference from
     the official bf16 run). Its outputs are cast to the decoder's dtype.
+
+    ``frame = "longest_side"``: SAM's input frame (``ResizeLongestSide`` + bottom/right zero padding); the point
+    prompter maps its points into it (``read.model.sasp_geometry.to_input_frame``).
     """
+
+    frame = "longest_side"
 
     def __init__(
         self,
@@ -71,6 +76,11 @@ class SamMaskHead(nn.Module):
     def img_size(self) -> int:
         """SAM input side S (1024 for the released models)."""
         return int(self.image_encoder.img_size)
+
+    @property
+    def prompt_dim(self) -> int:
+        """Prompt / decoder width D (256)."""
+        return int(self.prompt_encoder.embed_dim)
 
     def _apply(self, fn, recurse: bool = True):  # noqa: ANN001 - torch signature
         super()._apply(fn, recurse)

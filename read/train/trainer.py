@@ -35,9 +35,10 @@ class TrainCollator:
     """Picklable collate function for DataLoader workers."""
 
     def __init__(self, tokenizer, *, num_image_tokens: int, clip_size: int, sam_size: int, use_im_start_end: bool,
-                 conv_template: str, max_length: int) -> None:
+                 conv_template: str, max_length: int, sam_frame: str = "longest_side") -> None:
         self.tokenizer = tokenizer
         self.kw = dict(num_image_tokens=num_image_tokens, clip_size=clip_size, sam_size=sam_size,
+                       sam_frame=sam_frame,
                        use_im_start_end=use_im_start_end, conv_template=conv_template, max_length=max_length)
 
     @classmethod
@@ -47,7 +48,8 @@ class TrainCollator:
         from read.model.llava_backbone import clip_image_size, num_image_tokens
 
         return cls(tokenizer, num_image_tokens=num_image_tokens(model.llava), clip_size=clip_image_size(model.llava),
-                   sam_size=model.sam.img_size, use_im_start_end=vlm_cfg.use_im_start_end,
+                   sam_size=model.sam.img_size, sam_frame=model.sam.frame,
+                   use_im_start_end=vlm_cfg.use_im_start_end,
                    conv_template=vlm_cfg.conv_template, max_length=vlm_cfg.model_max_length)
 
     def __call__(self, samples):
