@@ -197,8 +197,14 @@ def _apply_sasp_preset(data: dict) -> dict:
 def validate(cfg: ReadConfig, src: str = "<config>") -> None:
     """Cross-field checks that a type alone cannot express."""
     m = cfg.model
-    if m.vlm.pretrained is None and m.vlm.tiny is None:
+    if m.vlm.pretrained is None and m.vlm.kind == "llava" and m.vlm.tiny is None:
         raise ConfigError(f"{src}: model.vlm.pretrained is null, so model.vlm.tiny must give the random-init sizes")
+    if m.vlm.pretrained is None and m.vlm.kind == "qwen2_5_vl" and m.vlm.tiny_qwen is None:
+        raise ConfigError(f"{src}: model.vlm.pretrained is null, so model.vlm.tiny_qwen must give the random-init "
+                          "sizes of the Qwen2.5-VL")
+    if not 0 < m.vlm.min_pixels <= m.vlm.max_pixels:
+        raise ConfigError(f"{src}: model.vlm needs 0 < min_pixels <= max_pixels, got {m.vlm.min_pixels} and "
+                          f"{m.vlm.max_pixels}")
     if m.sam.kind == "sam" and m.sam.variant == "tiny" and m.sam.tiny is None:
         raise ConfigError(f"{src}: model.sam.variant is tiny, so model.sam.tiny must be given")
     if m.sam.kind == "sam2" and m.sam.checkpoint is None and (m.sam.variant != "tiny" or m.sam.tiny_sam2 is None):

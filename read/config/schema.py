@@ -35,14 +35,46 @@ class TinyLlavaConfig:
 
 
 @dataclass
-class VLMConfig:
-    """The LLaVA-1.5 backbone (transformers' native ``LlavaForConditionalGeneration``)."""
+class TinyQwenConfig:
+    """Sizes of a randomly initialised Qwen2.5-VL (tests, quick runs). Vocabulary size comes from the tokenizer."""
 
+    hidden_size: int = 64
+    intermediate_size: int = 128
+    num_hidden_layers: int = 2
+    num_attention_heads: int = 4
+    num_key_value_heads: int = 2
+    vision_depth: int = 2
+    vision_hidden_size: int = 32
+    vision_intermediate_size: int = 64
+    vision_num_heads: int = 2
+    patch_size: int = 14
+    spatial_merge_size: int = 2
+    window_size: int = 56
+    """Vision window attention side in pixels (the real model: 112)."""
+    fullatt_block_indexes: list[int] = field(default_factory=lambda: [1])
+    tokenizer_vocab_size: int = 600
+    """Size of the byte-level BPE trained in memory for the tiny tokenizer."""
+    vocab_rows: int | None = None
+
+
+@dataclass
+class VLMConfig:
+    """The vision-language part: LLaVA-1.5 (``kind: llava``, transformers' ``LlavaForConditionalGeneration``, the
+    official READ) or Qwen2.5-VL (``kind: qwen2_5_vl``, ``Qwen2_5_VLForConditionalGeneration``; docs/BACKBONES.md)."""
+
+    kind: Literal["llava", "qwen2_5_vl"] = "llava"
     pretrained: str | None = "llava-hf/llava-1.5-7b-hf"
-    """Hub id or local directory in llava-hf layout. ``null`` builds a random model from ``tiny``."""
+    """Hub id or local directory in llava-hf (or Qwen2.5-VL) layout. ``null`` builds a random model from ``tiny``
+    (``tiny_qwen`` for Qwen2.5-VL)."""
     tokenizer: str | None = None
-    """Directory holding ``tokenizer.model`` (SentencePiece). Defaults to ``pretrained``."""
+    """Directory holding ``tokenizer.model`` (SentencePiece; for Qwen2.5-VL its tokenizer files). Defaults to
+    ``pretrained``."""
     tiny: TinyLlavaConfig | None = None
+    tiny_qwen: TinyQwenConfig | None = None
+    min_pixels: int = 3136
+    """Qwen2.5-VL only: an image is resized to at least this many pixels (56 x 56, Qwen's default)."""
+    max_pixels: int = 1003520
+    """Qwen2.5-VL only: and at most this many (1280 merged tokens of 28 x 28 px, Qwen's default)."""
     dtype: Literal["fp32", "bf16", "fp16"] = "bf16"
     attn_implementation: Literal["auto", "sdpa", "eager", "flash_attention_2"] = "auto"
     """``auto``: flash_attention_2 when CUDA and flash-attn are available, else sdpa."""

@@ -55,15 +55,7 @@ def collate(
             row_to_image.append(b)
         if s.masks is not None:
             masks.append(torch.from_numpy(np.ascontiguousarray(s.masks)))
-    t = max(len(r) for r in ids_rows)
-    pad = tokenizer.pad_id
-    input_ids = torch.full((len(ids_rows), t), pad, dtype=torch.long)
-    labels = torch.full((len(ids_rows), t), -100, dtype=torch.long)
-    attn = torch.zeros((len(ids_rows), t), dtype=torch.long)
-    for i, (ids, lab) in enumerate(zip(ids_rows, label_rows, strict=True)):
-        input_ids[i, : len(ids)] = ids
-        labels[i, : len(lab)] = lab
-        attn[i, : len(ids)] = 1
+    input_ids, labels, attn = stack_rows(ids_rows, label_rows, tokenizer.pad_id)
     has_masks = len(masks) == len(samples)
     return Batch(
         input_ids=input_ids,
@@ -76,6 +68,20 @@ def collate(
         labels=labels if has_masks else None,
         gt_masks=masks if has_masks else None,
     )
+
+
+def stack_rows(ids_rows: list[Tensor], label_rows: list[Tensor], pad_id: int) -> tuple[Tensor, Tensor, Tensor]:
+    """Right-pad ``[T_r]`` rows into ``(input_ids, labels, attention_mask)``, each ``[R, max T_r]`` (pad ``pad_id``,
+    label -100, mask 0)."""
+    t = max(len(r) for r in ids_rows)
+    input_ids = torch.full((len(ids_rows), t), pad_id, dtype=torch.long)
+    labels = torch.full((len(ids_rows), t), -100, dtype=torch.long)
+    attn = torch.zeros((len(ids_rows), t), dtype=torch.long)
+    for i, (ids, lab) in enumerate(zip(ids_rows, label_rows, strict=True)):
+        input_ids[i, : len(ids)] = ids
+        labels[i, : len(lab)] = lab
+        attn[i, : len(ids)] = 1
+    return input_ids, labels, attn
 
 
 def truncate_keeping_seg(

@@ -107,6 +107,17 @@ def sam2_preprocess(image: np.ndarray, size: int = 1024) -> tuple[Tensor, tuple[
     return x, (size, size)
 
 
+def mask_input(image: np.ndarray, sam_size: int = 1024, sam_frame: str = "longest_side"
+               ) -> tuple[Tensor, tuple[int, int]]:
+    """The mask decoder's view of an RGB uint8 image: ``([3, S, S], content (h, w))`` for its input frame
+    (``longest_side``: SAM, :func:`sam_preprocess`; ``square``: SAM 2, :func:`sam2_preprocess`)."""
+    if sam_frame == "longest_side":
+        return sam_preprocess(image, sam_size)
+    if sam_frame == "square":
+        return sam2_preprocess(image, sam_size)
+    raise ValueError(f"unknown mask-decoder frame {sam_frame!r} (expected longest_side or square)")
+
+
 def preprocess_image(
     image: np.ndarray, *, clip_size: int = 336, sam_size: int = 1024, sam_frame: str = "longest_side"
 ) -> tuple[Tensor, Tensor, ImageGeometry]:
@@ -121,12 +132,7 @@ def preprocess_image(
     if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
         raise ValueError(f"expected an RGB uint8 image [H, W, 3], got {image.dtype} {image.shape}")
     clip, resized_hw, box = clip_preprocess(image, clip_size)
-    if sam_frame == "longest_side":
-        sam, sam_hw = sam_preprocess(image, sam_size)
-    elif sam_frame == "square":
-        sam, sam_hw = sam2_preprocess(image, sam_size)
-    else:
-        raise ValueError(f"unknown mask-decoder frame {sam_frame!r} (expected longest_side or square)")
+    sam, sam_hw = mask_input(image, sam_size, sam_frame)
     geom = ImageGeometry(
         orig_hw=(int(image.shape[0]), int(image.shape[1])),
         sam_input_hw=sam_hw,

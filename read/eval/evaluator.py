@@ -66,7 +66,7 @@ class Evaluator:
         self.weights = weights
         self.eval_key = eval_key
         self.status = status
-        self.dtype = next(model.llava.parameters()).dtype
+        self.dtype = next(model.vlm.parameters()).dtype
         self.conv = self.e.conv_template or cfg.model.vlm.conv_template
         self.rank, self.world = dist.get_rank(), dist.get_world_size()
         self.collator = EvalCollator.for_model(tokenizer, model, cfg, self.conv)

@@ -45,7 +45,7 @@ def predict_gres_teacher_forced(model, batch: Batch, tokenizer, *, rej_rule: str
     ids = batch.input_ids
     hidden = model.hidden_states(batch)
     rows, cols = ((ids == seg) | (ids == rej)).nonzero(as_tuple=True)  # row-major: the slots in answer order
-    top = lb.lm_logits(model.llava, hidden[rows, cols - 1], getattr(model, "output_vocab", None)).argmax(-1)
+    top = lb.lm_logits(model.vlm, hidden[rows, cols - 1], getattr(model, "output_vocab", None)).argmax(-1)
     gt_seg = ids[rows, cols] == seg
     rejected = torch.where(gt_seg, top != seg, top == rej)
     every_seg = ids.masked_fill(ids == rej, seg)  # re-run with every slot as [SEG]

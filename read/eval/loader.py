@@ -31,6 +31,12 @@ class EvalCollator:
 
     @classmethod
     def for_model(cls, tokenizer, model, cfg: ReadConfig, conv_template: str) -> EvalCollator:
+        """The collator of a built model; a Qwen2.5-VL model gets :class:`read.data.qwen_inputs.QwenCollator` (its
+        own ChatML prompt: ``conv_template`` does not apply)."""
+        if model.parts.kind == "qwen2_5_vl":
+            from read.data.qwen_inputs import QwenCollator
+
+            return QwenCollator.for_model(tokenizer, model, cfg.model.vlm)
         return cls(tokenizer, num_image_tokens=num_image_tokens(model.llava), clip_size=clip_image_size(model.llava),
                    sam_size=model.sam.img_size, sam_frame=model.sam.frame,
                    use_im_start_end=cfg.model.vlm.use_im_start_end,

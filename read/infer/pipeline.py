@@ -58,7 +58,7 @@ class ReadPipeline:
         self.tokenizer = tokenizer
         self.cfg = cfg
         self.device = torch.device(device)
-        self.dtype = next(model.llava.parameters()).dtype
+        self.dtype = next(model.vlm.parameters()).dtype
         self.conv_template = conv_template or cfg.eval.conv_template or cfg.model.vlm.conv_template
         self.collator = EvalCollator.for_model(tokenizer, model, cfg, self.conv_template)
         self.clip_size = clip_image_size(model.llava)

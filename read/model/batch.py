@@ -22,13 +22,15 @@ class Batch:
         input_ids: ``[R, T]`` with the image placeholder expanded to N image-token ids.
         attention_mask: ``[R, T]`` (1 = token, 0 = padding).
         labels: ``[R, T]`` with -100 where not supervised, or ``None`` (inference).
-        pixel_values_clip: ``[B, 3, S_c, S_c]`` CLIP-normalised centre crops.
+        pixel_values_clip: the vision-language model's pixels: LLaVA ``[B, 3, S_c, S_c]`` CLIP-normalised centre
+            crops; Qwen2.5-VL ``[sum of patches, 1176]`` flattened patches of every image (with ``image_grid_thw``).
         pixel_values_sam: ``[B, 3, S, S]`` SAM-normalised, resized-longest-side, zero-padded images.
         row_to_image: ``[R]`` long, image index of each row (replaces the official ``offset``).
         image_hw: ``[B, 2]`` long, original (H, W).
         sam_input_hw: ``[B, 2]`` long, (h', w') after resize-longest-side, before padding.
         gt_masks: per image ``[n_b, H_b, W_b]`` uint8/long with values {0, 1, 255}; ``None`` at inference.
             The j-th mask of image b belongs to the j-th [SEG] of that image's rows in row-major order.
+        image_grid_thw: ``[B, 3]`` long (Qwen2.5-VL): each image's patch grid (t, h, w); ``None`` for LLaVA.
     """
 
     input_ids: Tensor
@@ -40,6 +42,7 @@ class Batch:
     sam_input_hw: Tensor
     labels: Tensor | None = None
     gt_masks: list[Tensor] | None = None
+    image_grid_thw: Tensor | None = None
 
     @property
     def num_images(self) -> int:

@@ -15,21 +15,32 @@ import torch
 from torch import nn
 
 from read.config import ModelConfig, ReadConfig, SamConfig
-from read.model.llava_backbone import build_llava, clip_image_size, output_vocab_mask
+from read.model.llava_backbone import build_llava, output_vocab_mask
 from read.model.projector import SegProjector
+from read.model.qwen_tokenizer import QwenTokenizer
 from read.model.read_model import ReadModel
 from read.model.sam2_head import Sam2MaskHead, build_sam2_head
 from read.model.sam_head import SamMaskHead, build_sam_head, infer_sam_head_sizes
 from read.model.tokenizer import ReadTokenizer
+from read.model.vlm_parts import parts_for
 from read.utils.device import resolve_dtype
 from read.utils.weights import CheckpointKeyError, load_state_dict_strict, load_torch_file
 
 LANGUAGE_MODEL_PREFIX = "llava.model.language_model."
+"""LLaVA's; each family's is ``read.model.vlm_parts`` ``<parts>.language_model_prefix``."""
 
 
-def build_tokenizer(cfg: ModelConfig) -> ReadTokenizer:
-    """The SentencePiece tokenizer with official slow-tokenizer semantics and READ's added tokens."""
+def build_tokenizer(cfg: ModelConfig) -> ReadTokenizer | QwenTokenizer:
+    """The SentencePiece tokenizer with official slow-tokenizer semantics and READ's added tokens (LLaVA), or the
+    Qwen2.5-VL tokenizer with them (``model.vlm.kind: qwen2_5_vl``)."""
     vlm = cfg.vlm
+    if vlm.kind == "qwen2_5_vl":
+        src = vlm.tokenizer or vlm.pretrained
+        if src is None:
+            assert vlm.tiny_qwen is not None
+            return QwenTokenizer.build_tiny(vlm.tiny_qwen.tokenizer_vocab_size, seg_token=vlm.seg_token,
+                                            rej_token=vlm.rej_token)
+        return QwenTokenizer.from_pretrained(src, seg_token=vlm.seg_token, rej_token=vlm.rej_token)
     kwargs = dict(
         seg_token=vlm.seg_token,
         rej_token=vlm.rej_token,
@@ -95,11 +106,12 @@ def _configured(cfg: SamConfig, sam: SamMaskHead, key: str) -> object:
     return getattr(cfg, key)
 
 
-def lora_target_regex(target_modules: list[str]) -> str:
+def lora_target_regex(target_modules: list[str], prefix: str = LANGUAGE_MODEL_PREFIX) -> str:
     """Full-match regex selecting ``target_modules`` inside the language model only (CLIP and SAM also have
-    ``q_proj``/``v_proj``-like names; the official code excludes them, spec 1.6)."""
+    ``q_proj``/``v_proj``-like names; the official code excludes them, spec 1.6). ``prefix``: where the language
+    model's parameters start (LLaVA's by default)."""
     names = "|".join(re.escape(t) for t in target_modules)
-    return rf"{re.escape(LANGUAGE_MODEL_PREFIX)}.*\.({names})"
+    return rf"{re.escape(prefix)}.*\.({names})"
 
 
 def apply_lora(model: ReadModel, cfg: ModelConfig) -> None:
@@ -112,7 +124,7 @@ def apply_lora(model: ReadModel, cfg: ModelConfig) -> None:
         lora_alpha=lora.alpha,
         lora_dropout=lora.dropout,
         bias="none",
-        target_modules=lora_target_regex(lora.target_modules),
+        target_modules=lora_target_regex(lora.target_modules, model.parts.language_model_prefix),
     )
     inject_adapter_in_model(peft_cfg, model, adapter_name="default")
 
@@ -171,23 +183,31 @@ def build_read_model(cfg: ReadConfig | ModelConfig, *, loss_cfg=None, device: to
     tokenizer = build_tokenizer(cfg)
     if tokenizer.seg_token_id is None or tokenizer.image_token_id is None:
         raise ValueError("tokenizer lacks the [SEG] or image token")
-    llava = build_llava(cfg.vlm, tokenizer, device=device)
-    hidden = llava.config.text_config.hidden_size
+    parts = parts_for(cfg.vlm.kind)
+    if parts.kind == "llava":
+        vlm = build_llava(cfg.vlm, tokenizer, device=device)
+    else:
+        from read.model.qwen_backbone import build_qwen
+
+        vlm = build_qwen(cfg.vlm, tokenizer, device=device)
+    hidden = vlm.config.text_config.hidden_size
     sam = build_sam(cfg.sam)
     sam.seg_prompt = cfg.seg_prompt
     projector = SegProjector(hidden, cfg.out_dim)
     if sam.prompt_dim != cfg.out_dim:
         raise ValueError(f"model.out_dim={cfg.out_dim} but the mask decoder's prompt dim is {sam.prompt_dim}")
     model = ReadModel(
-        llava=llava,
+        vlm=vlm,
+        vlm_kind=parts.kind,
         sam=sam,
         text_hidden_fcs=projector,
         seg_token_id=tokenizer.seg_token_id,
         image_token_id=tokenizer.image_token_id,
         loss_cfg=loss_cfg,
-        point_prompter=build_point_prompter(cfg, clip_image_size(llava), sam.img_size, frame=sam.frame),
+        point_prompter=build_point_prompter(cfg, parts.image_side(vlm), sam.img_size, view=parts.view,
+                                            frame=sam.frame),
         seg_query=cfg.vlm.seg_query,
-        output_vocab=output_vocab_mask(tokenizer, llava.get_output_embeddings().weight.shape[0]),
+        output_vocab=output_vocab_mask(tokenizer, vlm.get_output_embeddings().weight.shape[0]),
     )
     if cfg.lora.enabled:
         apply_lora(model, cfg)  # peft initialises the LoRA matrices on the CPU, then moves them to the base layer

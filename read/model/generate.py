@@ -46,7 +46,7 @@ from torch import Tensor
 from read.model import llava_backbone as lb
 from read.model.batch import Batch
 from read.model.padding import left_pad, position_ids_from_mask, zero_padded_positions
-from read.model.tokens import gather_image_states
+from read.model.tokens import gather_image_states, gather_image_states_padded
 
 if TYPE_CHECKING:  # pragma: no cover
     from read.model.read_model import ReadModel
@@ -80,8 +80,10 @@ class GenerationOutput:
             emitted [SEG], row-major then by step.
         seg_hidden: ``[P, C]`` the [SEG] query states (rule given by ``model.seg_query``).
         image_hidden: ``[P, N, C]`` the prefill's last-layer states at the image tokens of each query's row, or
-            ``None`` when the rows of the queries do not all hold the same positive number of image tokens.
+            ``None`` when the rows of the queries do not all hold the same positive number of image tokens. For a
+            VLM with per-image grids (``image_grids`` set) the rows are padded to the largest grid.
         has_seg: ``[R]`` bool, whether the row emitted at least one [SEG].
+        image_grids: ``[B, 2]`` token grid of each image (dynamic-resolution VLMs), ``None``: square grids.
     """
 
     sequences: Tensor
@@ -94,6 +96,7 @@ class GenerationOutput:
     seg_hidden: Tensor
     image_hidden: Tensor | None
     has_seg: Tensor
+    image_grids: Tensor | None = None
 
     @property
     def num_queries(self) -> int:
@@ -146,9 +149,9 @@ def greedy_generate(
         raise ValueError(f"unknown seg_query {model.seg_query!r} (expected 'before' or 'on')")
     if allowed_vocab is None and tokenizer is not None:
         allowed_vocab = len(tokenizer)
-    llava = model.llava
-    lm = llava.model.language_model
-    embed = llava.get_input_embeddings()
+    vlm = model.vlm
+    lm = vlm.model.language_model
+    embed = vlm.get_input_embeddings()
     device = embed.weight.device
     seg_id = model.seg_token_id
     output_vocab = getattr(model, "output_vocab", None)
@@ -162,20 +165,19 @@ def greedy_generate(
         sorted({*map(int, banned_ids), int(model.image_token_id)}), dtype=torch.long, device=device
     )
 
-    # ---- prefill: CLIP once per image, the whole prompt once
+    # ---- prefill: the vision encoder once per image, the whole prompt once
     cache = DynamicCache(config=lm.config)
-    embeds = lb.embed_inputs(llava, ids, lp.pixel_values_clip, lp.row_to_image)
+    embeds, positions, next_pos = model.parts.prefill(vlm, ids, am, lp)  # next_pos: [R] next token's position
     with zero_padded_positions(lm, am.bool()):
         out = lm(
             inputs_embeds=embeds,
             attention_mask=am,
-            position_ids=position_ids_from_mask(am),
+            position_ids=positions,
             use_cache=True,
             **lb.cache_kwargs(lm, cache),
         )
     prefill_hidden = out.last_hidden_state  # [R, T0, C]
     h = prefill_hidden[:, -1]  # state of the last prompt token (left padding: real for every row)
-    next_pos = am.sum(1)  # position id of the next token of each row
 
     generated: list[Tensor] = []
     gen_mask: list[Tensor] = []
@@ -184,7 +186,7 @@ def greedy_generate(
     pending: list[tuple[int, int]] = []  # "on" mode: [SEG]s whose state comes from the next forward
     step = 0
     while step < max_new_tokens and not bool(finished.all()):
-        logits = _restrict(llava.lm_head(h).float(), allowed_vocab, banned, output_vocab)
+        logits = _restrict(vlm.lm_head(h).float(), allowed_vocab, banned, output_vocab)
         tok = logits.argmax(-1)
         active = ~finished
         tok = torch.where(active, tok, torch.full_like(tok, pad_id))
@@ -205,7 +207,7 @@ def greedy_generate(
         out = lm(
             inputs_embeds=embed(tok[:, None]),
             attention_mask=am,
-            position_ids=next_pos[:, None],
+            position_ids=model.parts.step_positions(next_pos),
             use_cache=True,
             **lb.cache_kwargs(lm, cache),
         )
@@ -237,7 +239,11 @@ def greedy_generate(
     seg_rows = torch.tensor([k[0] for k in keys], dtype=torch.long, device=device)
     seg_steps = torch.tensor([k[1] for k in keys], dtype=torch.long, device=device)
     seg_hidden = torch.stack([seg_states[k] for k in keys]) if keys else prefill_hidden.new_zeros(0, c)
-    image_hidden = _image_states(prefill_hidden, ids, seg_rows, model.image_token_id)
+    image_grids = model.parts.image_grids(vlm, lp)
+    if image_grids is None:
+        image_hidden = _image_states(prefill_hidden, ids, seg_rows, model.image_token_id)
+    else:
+        image_hidden = gather_image_states_padded(prefill_hidden, ids, seg_rows, model.image_token_id)[0]
     has_seg = torch.zeros(r, dtype=torch.bool, device=device)
     has_seg[seg_rows] = True
     return GenerationOutput(
@@ -251,6 +257,7 @@ def greedy_generate(
         seg_hidden=seg_hidden,
         image_hidden=image_hidden,
         has_seg=has_seg,
+        image_grids=image_grids,
     )
 
 
@@ -292,12 +299,14 @@ def segment_queries(
                             sam_input_hw)[0]
 
 
-def _segment_queries(model, seg_hidden, image_hidden, query_image, pixel_values_sam, image_hw, sam_input_hw):
-    """:func:`segment_queries` and the point prompts (``None`` without a point prompter)."""
+def _segment_queries(model, seg_hidden, image_hidden, query_image, pixel_values_sam, image_hw, sam_input_hw,
+                     grid_hw=None):
+    """:func:`segment_queries` and the point prompts (``None`` without a point prompter); ``grid_hw``: ``[P, 2]``
+    token grid of each query (dynamic-resolution VLMs)."""
     if int(seg_hidden.shape[0]) == 0:
         return [], None
     per_image, _, local, points = model.segment_states(
-        seg_hidden, image_hidden, query_image, pixel_values_sam, image_hw, sam_input_hw
+        seg_hidden, image_hidden, query_image, pixel_values_sam, image_hw, sam_input_hw, grid_hw=grid_hw
     )
     # per_image[b] holds image b's queries in their original order: hand them back in query order
     taken = [0] * len(per_image)
@@ -351,6 +360,7 @@ def segment_generated_detail(model: ReadModel, batch: Batch, gen: GenerationOutp
         batch.pixel_values_sam,
         batch.image_hw,
         batch.sam_input_hw,
+        None if gen.image_grids is None else gen.image_grids.to(device)[query_image],
     )
     out: list[list[Tensor]] = [[] for _ in range(gen.sequences.shape[0])]
     for row, m in zip(gen.seg_rows.tolist(), masks, strict=True):
@@ -358,6 +368,6 @@ def segment_generated_detail(model: ReadModel, batch: Batch, gen: GenerationOutp
     sim = None
     if points is not None:
         sim = points.similarity.float()
-    elif gen.image_hidden is not None and gen.num_queries > 0:
+    elif gen.image_hidden is not None and gen.num_queries > 0:  # per-grid rows: padded, see gen.image_grids
         sim = similarity_map(gen.image_hidden, gen.seg_hidden).float()
     return GeneratedSegments(masks=out, points=points, similarity=sim)

@@ -1,8 +1,12 @@
-"""READ: LLaVA-1.5 emits [SEG]; its state (projected) and SasP point prompts drive a SAM mask decoder.
+"""READ: a vision-language model emits [SEG]; its state (projected) and SasP point prompts drive a mask decoder.
 
-``ReadModel`` only orchestrates; each step lives in its own module:
+The official pairing is LLaVA-1.5 + SAM; the vision-language part is reached only through its adapter
+(``read.model.vlm_parts``: LLaVA-1.5 or Qwen2.5-VL) and the mask decoder only through the head's methods
+(``SamMaskHead`` or ``Sam2MaskHead``), so any pairing runs the same code. ``ReadModel`` only orchestrates; each step
+lives in its own module:
 
-1. ``llava_backbone.embed_inputs`` + ``language_model_forward``: last-layer states ``[R, T, C]``.
+1. the adapter's ``hidden_states`` (``llava_backbone.embed_inputs`` + ``language_model_forward`` for LLaVA):
+   last-layer states ``[R, T, C]``.
 2. ``tokens.seg_query_positions``: one query per [SEG] (the state *before* [SEG], spec 1.7).
 3. ``tokens.gather_image_states``: the image-token states of each query's row ``[P, N, C]``.
 4. ``point_prompter`` (SasP, optional): points ``[P, K, 2]`` in the SAM frame, labels ``[P, K]``.
@@ -32,15 +36,33 @@ from read.model.batch import Batch
 from read.model.losses import aggregate_mask_losses
 from read.model.outputs import LossOutput, ReadOutput, SegQueries
 from read.model.projector import SegProjector
-from read.model.sam_head import SamMaskHead
-from read.model.tokens import gather_image_states, seg_query_positions
+from read.model.tokens import gather_image_states, gather_image_states_padded, seg_query_positions
+from read.model.vlm_parts import parts_for
 
 
 class PointPrompter(Protocol):
     """Turns similarity between [SEG] and image-token states into SAM point prompts (parameter-free)."""
 
-    def __call__(self, image_hidden: Tensor, seg_hidden: Tensor, image_hw: Tensor):  # -> object with coords/labels
-        """``[P, N, C], [P, C], [P, 2] -> obj`` with ``coords [P, K, 2]`` (SAM frame) and ``labels [P, K]``."""
+    def __call__(self, image_hidden: Tensor, seg_hidden: Tensor, image_hw: Tensor, grid_hw: Tensor | None = None):
+        """``[P, N, C], [P, C], [P, 2] (, [P, 2] token grids) -> obj`` with ``coords [P, K, 2]`` (decoder frame) and
+        ``labels [P, K]``."""
+        ...
+
+
+class MaskHead(Protocol):
+    """What READ needs from a mask decoder (``SamMaskHead``, ``Sam2MaskHead``)."""
+
+    frame: str  # input frame (read.model.sasp_geometry.FRAMES)
+    img_size: int  # input side S
+    prompt_dim: int
+
+    def encode_images(self, pixel_values: Tensor) -> object:
+        """Frozen image encoder on ``[B, 3, S, S]``; the result is passed back to ``__call__`` unchanged."""
+        ...
+
+    def __call__(self, image_embeddings: object, seg_embeddings: Tensor, query_image: Tensor, sam_input_hw: Tensor,
+                 image_hw: Tensor, coords: Tensor | None = None, labels: Tensor | None = None) -> list[Tensor]:
+        """Per image ``[n_b, H_b, W_b]`` fp32 mask logits at the original size."""
         ...
 
 
@@ -48,8 +70,10 @@ class ReadModel(nn.Module):
     """The READ model. Submodules are given, not built (see ``read.model.builder.build_read_model``).
 
     Args:
-        llava: transformers ``LlavaForConditionalGeneration`` (LoRA may be injected into it).
-        sam: the SAM head.
+        llava: transformers ``LlavaForConditionalGeneration`` (LoRA may be injected into it); or
+        vlm, vlm_kind: any vision-language model with its kind (``read.model.vlm_parts.VLM_PARTS``), registered under
+            the adapter's ``attr`` (``llava``, ``qwen``) so parameter names keep their family's prefix.
+        sam: the mask head (:class:`MaskHead`: SAM or SAM 2).
         text_hidden_fcs: the [SEG] projection.
         seg_token_id, image_token_id: token ids from the tokenizer.
         loss_cfg: loss weights and ignore-pixel handling.
@@ -64,8 +88,8 @@ class ReadModel(nn.Module):
     def __init__(
         self,
         *,
-        llava: nn.Module,
-        sam: SamMaskHead,
+        llava: nn.Module | None = None,
+        sam: nn.Module,
         text_hidden_fcs: SegProjector,
         seg_token_id: int,
         image_token_id: int,
@@ -73,9 +97,14 @@ class ReadModel(nn.Module):
         point_prompter: PointPrompter | None = None,
         seg_query: str = "before",
         output_vocab: Tensor | None = None,
+        vlm: nn.Module | None = None,
+        vlm_kind: str = "llava",
     ) -> None:
         super().__init__()
-        self.llava = llava
+        if (llava is None) == (vlm is None):
+            raise ValueError("give exactly one of llava= and vlm=")
+        self.parts = parts_for("llava" if llava is not None else vlm_kind)
+        setattr(self, self.parts.attr, llava if llava is not None else vlm)
         self.sam = sam
         self.text_hidden_fcs = text_hidden_fcs
         self.seg_token_id = seg_token_id
@@ -86,10 +115,14 @@ class ReadModel(nn.Module):
         self.register_buffer("output_vocab", output_vocab, persistent=False)
 
     # ---------------------------------------------------------------------------------------------------------
+    @property
+    def vlm(self) -> nn.Module:
+        """The transformers vision-language model (``self.llava`` or ``self.qwen``)."""
+        return getattr(self, self.parts.attr)
+
     def hidden_states(self, batch: Batch) -> Tensor:
         """Last-layer, post-norm language-model states ``[R, T, C]``."""
-        embeds = lb.embed_inputs(self.llava, batch.input_ids, batch.pixel_values_clip, batch.row_to_image)
-        return lb.language_model_forward(self.llava, embeds, batch.attention_mask)
+        return self.parts.hidden_states(self.vlm, batch)
 
     def find_queries(self, batch: Batch) -> SegQueries:
         """Positions of the [SEG] query states, row-major, with the image of each."""
@@ -104,6 +137,7 @@ class ReadModel(nn.Module):
         pixel_values_sam: Tensor,
         image_hw: Tensor,
         sam_input_hw: Tensor,
+        image_grids: Tensor | None = None,
     ) -> tuple[list[Tensor], object | None]:
         """Masks for the given queries (shared by training and inference).
 
@@ -113,6 +147,7 @@ class ReadModel(nn.Module):
         Args:
             hidden: ``[R, T, C]``; input_ids: ``[R, T]``; queries: P queries.
             pixel_values_sam: ``[B, 3, S, S]``; image_hw, sam_input_hw: ``[B, 2]``.
+            image_grids: ``[B, 2]`` token grid of each image (dynamic-resolution VLMs), ``None``: square grids.
 
         Returns:
             (per-image ``[n_b, H_b, W_b]`` fp32 logits (``n_b = 0`` for an image without query), point prompts or
@@ -121,9 +156,13 @@ class ReadModel(nn.Module):
         seg_hidden = hidden[queries.rows, queries.cols]  # [P, C]
         image_hidden = None
         if self.point_prompter is not None and queries.rows.numel() > 0:
-            image_hidden = gather_image_states(hidden, input_ids, queries.rows, self.image_token_id)
+            if image_grids is None:
+                image_hidden = gather_image_states(hidden, input_ids, queries.rows, self.image_token_id)
+            else:
+                image_hidden, _ = gather_image_states_padded(hidden, input_ids, queries.rows, self.image_token_id)
+        grid_hw = None if image_grids is None else image_grids[queries.image]
         per_used, used, _, points = self.segment_states(
-            seg_hidden, image_hidden, queries.image, pixel_values_sam, image_hw, sam_input_hw
+            seg_hidden, image_hidden, queries.image, pixel_values_sam, image_hw, sam_input_hw, grid_hw=grid_hw
         )
         slot = {int(b): k for k, b in enumerate(used.tolist())}
         masks = []
@@ -143,7 +182,8 @@ class ReadModel(nn.Module):
         pixel_values_sam: Tensor,
         image_hw: Tensor,
         sam_input_hw: Tensor,
-        image_embeddings: Tensor | None = None,
+        image_embeddings: object | None = None,
+        grid_hw: Tensor | None = None,
     ) -> tuple[list[Tensor], Tensor, Tensor, object | None]:
         """SasP, the [SEG] projection and SAM for P query states, the SAM encoder run once per image with a query.
 
@@ -151,8 +191,10 @@ class ReadModel(nn.Module):
             seg_hidden: ``[P, C]``; image_hidden: ``[P, N, C]`` image-token states of each query's row (used only
                 with a point prompter, required then when P > 0); query_image: ``[P]`` image index of each query.
             pixel_values_sam: ``[B, 3, S, S]``; image_hw, sam_input_hw: ``[B, 2]``.
-            image_embeddings: ``[U, D, e, e]`` SAM embeddings of the ``used`` images, when the caller already has
+            image_embeddings: the mask head's ``encode_images`` of the ``used`` images, when the caller already has
                 them (analysis tools); ``None``: encoded here.
+            grid_hw: ``[P, 2]`` token grid of each query's image (dynamic-resolution VLMs; ``image_hidden`` then padded
+                to the largest grid), ``None``: square grids.
 
         Returns:
             (per used image ``[n_u, H_u, W_u]`` fp32 logits of its queries in query order, ``used`` ``[U]`` the
@@ -167,7 +209,10 @@ class ReadModel(nn.Module):
         if self.point_prompter is not None:
             if image_hidden is None:
                 raise ValueError("SasP needs the image-token states of every query row (rows without image tokens?)")
-            points = self.point_prompter(image_hidden, seg_hidden, image_hw[query_image])
+            if grid_hw is None:
+                points = self.point_prompter(image_hidden, seg_hidden, image_hw[query_image])
+            else:
+                points = self.point_prompter(image_hidden, seg_hidden, image_hw[query_image], grid_hw)
             coords, labels = points.coords, points.labels
         if image_embeddings is None:
             image_embeddings = self.sam.encode_images(pixel_values_sam[used])
@@ -194,13 +239,13 @@ class ReadModel(nn.Module):
         dummy = SegQueries(rows=hidden.new_zeros(1, dtype=torch.long), cols=hidden.new_zeros(1, dtype=torch.long),
                            image=batch.row_to_image[:1])
         masks, _ = self.segment(hidden, batch.input_ids, dummy, batch.pixel_values_sam, batch.image_hw,
-                                batch.sam_input_hw)
+                                batch.sam_input_hw, self.parts.image_grids(self.vlm, batch))
         return sum(m.sum() for m in masks) * 0.0
 
     def compute_loss(self, hidden: Tensor, labels: Tensor, pred_masks: list[Tensor], gt_masks: list[Tensor]) -> LossOutput:
         """Weighted CE + BCE + Dice (spec 3.4)."""
         cfg = self.loss_cfg
-        ce = lb.causal_lm_loss(self.llava, hidden, labels, self.output_vocab)
+        ce = lb.causal_lm_loss(self.vlm, hidden, labels, self.output_vocab)
         bce, dice, n = aggregate_mask_losses(pred_masks, gt_masks, ignore_mode=cfg.ignore_mode)
         bce, dice = bce.to(ce.device), dice.to(ce.device)
         ce_w, bce_w, dice_w = cfg.ce_weight * ce, cfg.bce_weight * bce, cfg.dice_weight * dice
@@ -216,14 +261,15 @@ class ReadModel(nn.Module):
                 if gt.shape[0] != n_q:
                     raise ValueError(f"image {b} has {n_q} [SEG] queries but {gt.shape[0]} ground-truth masks")
         pred_masks, points = self.segment(
-            hidden, batch.input_ids, queries, batch.pixel_values_sam, batch.image_hw, batch.sam_input_hw
+            hidden, batch.input_ids, queries, batch.pixel_values_sam, batch.image_hw, batch.sam_input_hw,
+            self.parts.image_grids(self.vlm, batch),
         )
         loss = None
         if batch.labels is not None and batch.gt_masks is not None:
             loss = self.compute_loss(hidden, batch.labels, pred_masks, batch.gt_masks)
             if queries.rows.numel() == 0 and torch.is_grad_enabled():
                 loss.total = loss.total + self.idle_module_term(hidden, batch)
-        logits = lb.lm_logits(self.llava, hidden, self.output_vocab) if return_logits else None
+        logits = lb.lm_logits(self.vlm, hidden, self.output_vocab) if return_logits else None
         return ReadOutput(loss=loss, pred_masks=pred_masks, queries=queries, points=points, logits=logits)
 
     # ---------------------------------------------------------------------------------------------------------

@@ -74,3 +74,35 @@ def gather_image_states(
             f"every row with a [SEG] needs the same number of image tokens; got counts {counts.tolist()}"
         )
     return hidden[rows][is_img].view(rows.numel(), n, hidden.shape[-1])
+
+
+def gather_image_states_padded(
+    hidden: Tensor, input_ids: Tensor, rows: Tensor, image_token_id: int
+) -> tuple[Tensor, Tensor]:
+    """Image-token hidden states of the given rows when rows may hold different numbers of image tokens (one image
+    each, of any grid: dynamic-resolution VLMs).
+
+    Args:
+        hidden: ``[R, T, C]``; input_ids: ``[R, T]``; rows: ``[P]``; image_token_id: the image token's id.
+
+    Returns:
+        (``[P, N_max, C]`` states in sequence (= row-major patch) order, zero after each row's own ``N_p``;
+        ``[P]`` long ``N_p``).
+
+    Raises:
+        ValueError: a selected row has no image token.
+    """
+    c = hidden.shape[-1]
+    if rows.numel() == 0:
+        return hidden.new_zeros(0, 0, c), rows.new_zeros(0)
+    is_img = input_ids[rows] == image_token_id
+    counts = is_img.sum(1)
+    if bool((counts == 0).any()):
+        bad = rows[counts == 0].tolist()
+        raise ValueError(f"rows {bad} have a [SEG] query but no image token")
+    n_max = int(counts.max())
+    out = hidden.new_zeros(rows.numel(), n_max, c)
+    slot = is_img.long().cumsum(1) - 1  # [P, T] index of each image token within its row
+    p_idx = torch.arange(rows.numel(), device=rows.device)[:, None].expand_as(is_img)
+    out = out.index_put((p_idx[is_img], slot[is_img]), hidden[rows][is_img])
+    return out, counts

@@ -44,8 +44,14 @@ class TrainCollator:
     @classmethod
     def for_model(cls, tokenizer, model, vlm_cfg) -> TrainCollator:
         """The collator matching a built :class:`ReadModel` (image-token count, CLIP and SAM sizes) and
-        ``model.vlm`` settings (``use_im_start_end``, ``conv_template``, ``model_max_length``)."""
+        ``model.vlm`` settings (``use_im_start_end``, ``conv_template``, ``model_max_length``); a Qwen2.5-VL model
+        gets :class:`read.data.qwen_inputs.QwenCollator`."""
         from read.model.llava_backbone import clip_image_size, num_image_tokens
+
+        if model.parts.kind == "qwen2_5_vl":
+            from read.data.qwen_inputs import QwenCollator
+
+            return QwenCollator.for_model(tokenizer, model, vlm_cfg, max_length=vlm_cfg.model_max_length)
 
         return cls(tokenizer, num_image_tokens=num_image_tokens(model.llava), clip_size=clip_image_size(model.llava),
                    sam_size=model.sam.img_size, sam_frame=model.sam.frame,
@@ -83,7 +89,7 @@ class Trainer:
         self.collator = collator
         self.output_dir = Path(output_dir)
         self.device = device
-        self.dtype = next(self.model.llava.parameters()).dtype
+        self.dtype = next(self.model.vlm.parameters()).dtype
         self.pin_memory = torch.device(device).type == "cuda"
         t = cfg.train
         self.micro_per_epoch = t.steps_per_epoch * t.grad_accumulation_steps
