@@ -101,6 +101,10 @@ class Analyzer:
                  clip_maps=None, figures: int = 8, batch_size: int = 4, progress: bool = True,  # noqa: ANN001
                  overwrite: bool = False) -> None:
         self.pipe, self.model = pipe, pipe.model
+        kinds = (self.model.parts.kind, getattr(self.model.sam, "frame", ""))
+        if kinds != ("llava", "longest_side"):
+            raise ValueError(f"the analysis reads LLaVA's CLIP-crop grid and SAM's decoder internals; this model pairs "
+                             f"{kinds[0]} with a {type(self.model.sam).__name__} (docs/BACKBONES.md)")
         self.dataset = dataset
         self.out_dir = Path(out_dir)
         self.settings = settings

@@ -34,7 +34,6 @@ from read.data.base import Sample
 from read.eval import metrics as M
 from read.eval.loader import EvalCollator, WorkerFailure, eval_loader
 from read.model.batch import Batch
-from read.model.llava_backbone import clip_image_size
 from read.utils import distributed as dist
 from read.utils.jsonl import drop_partial_line, read_records
 from read.utils.logging import get_logger
@@ -293,9 +292,9 @@ class Evaluator:
         texts = pred.get("texts")
         answer = (texts[0] if isinstance(texts, list) and texts else texts) if texts is not None else None
         draw_overlay(self.output_dir / f"overlay_{index:05d}.png", sample, np.asarray(pred["masks"]),
-                     clip_size=clip_image_size(self.model.llava), query=pred.get("query"),
+                     clip_size=self.model.parts.image_side(self.model.vlm), query=pred.get("query"),
                      similarity=pred.get("similarity"), points=pred.get("points"), answer=answer,
-                     protocol=self.e.protocol)
+                     protocol=self.e.protocol, view=self.model.parts.view)
 
 
 def gres_queries(pred: dict, gt: np.ndarray, sample: Sample) -> list[dict]:

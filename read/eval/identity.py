@@ -23,7 +23,7 @@ __all__ = ["EVAL_KEY_FILE", "EvalMismatchError", "evaluation_identity", "identit
 
 EVAL_KEY_FILE = "eval_key.json"
 _MODEL_EXCLUDE = {"name", "trainable"}
-_VLM_EXCLUDE = {"pretrained", "tokenizer", "gradient_checkpointing", "tiny"}
+_VLM_EXCLUDE = {"pretrained", "tokenizer", "gradient_checkpointing", "tiny", "tiny_qwen"}
 _SAM_EXCLUDE = {"checkpoint", "encoder_batch_size"}
 _EVAL_KEEP = ("protocol", "dataset", "split", "subset", "batch_size", "max_new_tokens", "template_seed",
               "multi_seg")
@@ -34,7 +34,10 @@ class EvalMismatchError(RuntimeError):
 
 
 def tokenizer_digest(tokenizer) -> str:  # noqa: ANN001 - ReadTokenizer
-    """sha256 of the SentencePiece model, the added tokens (text, id, flags) and the pad token."""
+    """sha256 of the SentencePiece model, the added tokens (text, id, flags) and the pad token (a tokenizer with its
+    own ``digest()``, such as the Qwen2.5-VL one, gives that)."""
+    if hasattr(tokenizer, "digest"):
+        return tokenizer.digest()
     h = hashlib.sha256(tokenizer.model_proto)
     for t in tokenizer.added_tokens:
         h.update(f"{t.content}|{t.id}|{t.lstrip}|{t.rstrip}|{t.special}\n".encode())

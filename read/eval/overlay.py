@@ -34,12 +34,14 @@ def iou_of(pred: np.ndarray, gt: np.ndarray) -> float:
 
 def draw_overlay(path: Path, sample: Sample, pred_masks: np.ndarray, *, clip_size: int, query: int | None = None,
                  similarity: torch.Tensor | None = None, points=None, answer: str | None = None,  # noqa: ANN001
-                 protocol: str = "") -> Path:
+                 protocol: str = "", view: str = "center_crop") -> Path:
     """Write the overlay of ``sample``'s first query as a PNG.
 
     Args:
         pred_masks: ``[n, H, W]`` bool predictions of the sample's n queries (only the first is drawn).
         clip_size: CLIP input side (the heat-map's frame).
+        view: how the VLM's token grid covers the image (``center_crop``: LLaVA; ``full``: Qwen2.5-VL, whose
+            per-query grids come from ``points.grid_hw``; without points its heat-map is not drawn).
         query: index of the first query's [SEG] in ``similarity`` / ``points`` (``None``: no [SEG] for it).
         similarity: ``[P, N]`` similarities of the batch's queries; points: their ``PointPrompts`` (or ``None``).
         answer: the generated answer (generation protocols).
@@ -57,7 +59,12 @@ def draw_overlay(path: Path, sample: Sample, pred_masks: np.ndarray, *, clip_siz
     if protocol:
         lines.append(f"{protocol}: {sample.name}")
     heat = pts = labels = None
-    if query is not None and similarity is not None:
+    grid = getattr(points, "grid_hw", None) if points is not None else None
+    if query is not None and similarity is not None and grid is not None:
+        gh, gw = (int(v) for v in grid[query])
+        sim = similarity[query][: gh * gw].detach().float().cpu()
+        heat = dense_similarity_map(sim, (h, w), clip_size, grid_hw=(gh, gw), view=view).numpy()
+    elif query is not None and similarity is not None and view == "center_crop":
         heat = dense_similarity_map(similarity[query].detach().float().cpu(), (h, w), clip_size).numpy()
     if query is not None and points is not None:
         valid = points.valid[query].cpu()
@@ -70,7 +77,8 @@ def draw_overlay(path: Path, sample: Sample, pred_masks: np.ndarray, *, clip_siz
         points=pts,
         labels=labels,
         heat=heat,
-        view_box=clip_view_box(h, w, clip_size) if heat is not None else None,
+        view_box=(clip_view_box(h, w, clip_size) if view == "center_crop" else (0.0, 0.0, float(w), float(h)))
+        if heat is not None else None,
         title=query_text(sample),
         lines=lines,
     )

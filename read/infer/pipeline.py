@@ -35,7 +35,6 @@ from read.infer.images import as_rgb
 from read.infer.loading import resolve_model
 from read.infer.prediction import Prediction, SimilarityMap
 from read.model.generate import greedy_generate, left_pad, segment_generated_detail
-from read.model.llava_backbone import clip_image_size
 from read.model.sasp import dense_similarity_map, token_side
 
 __all__ = ["ReadPipeline"]
@@ -61,7 +60,8 @@ class ReadPipeline:
         self.dtype = next(model.vlm.parameters()).dtype
         self.conv_template = conv_template or cfg.eval.conv_template or cfg.model.vlm.conv_template
         self.collator = EvalCollator.for_model(tokenizer, model, cfg, self.conv_template)
-        self.clip_size = clip_image_size(model.llava)
+        self.clip_size = model.parts.image_side(model.vlm)
+        self.view = model.parts.view  # how the VLM's token grid covers the image (heat-maps)
         self.max_new_tokens = int(cfg.eval.max_new_tokens)
         self.weights: Path | None = None
         self.digest: str | None = None  # digest of every weight (read.model.fingerprint), set by from_pretrained
@@ -161,9 +161,14 @@ class ReadPipeline:
             for q in queries:
                 if seg.similarity is not None:
                     sim = seg.similarity[q].detach().float().cpu()
-                    s = token_side(sim.numel())
-                    sims.append(SimilarityMap(grid=sim.reshape(s, s).numpy(),
-                                              image=dense_similarity_map(sim, (h, w), self.clip_size).numpy()))
+                    if gen.image_grids is None:  # one square grid (LLaVA)
+                        gh = gw = token_side(sim.numel())
+                        grid = None
+                    else:  # this row's own grid (dynamic resolution); the rest of the row is padding
+                        gh, gw = (int(v) for v in gen.image_grids[int(lb.row_to_image[r])])
+                        sim, grid = sim[: gh * gw], (gh, gw)
+                    heat = dense_similarity_map(sim, (h, w), self.clip_size, grid_hw=grid, view=self.view)
+                    sims.append(SimilarityMap(grid=sim.reshape(gh, gw).numpy(), image=heat.numpy()))
                 if seg.points is not None:
                     valid = seg.points.valid[q].cpu()
                     points.append(seg.points.coords_image[q].float().cpu()[valid].numpy())
@@ -174,6 +179,7 @@ class ReadPipeline:
             out.append(Prediction(
                 text=self.tokenizer.decode(gen.new_tokens[r], skip_special_tokens=True),
                 masks=masks, similarity=sims, points=points, labels=labels, image=img, prompt=prompt,
-                view_box=clip_view_box(h, w, self.clip_size), name=name,
+                view_box=clip_view_box(h, w, self.clip_size) if self.view == "center_crop" else (0.0, 0.0, w, h),
+                name=name,
             ))
         return out

@@ -87,6 +87,14 @@ class QwenTokenizer:
         """Write the tokenizer files (transformers layout) into ``directory``."""
         return [Path(p) for p in self.hf.save_pretrained(str(directory))]
 
+    def digest(self) -> str:
+        """sha256 of the whole tokenizer (vocabulary, merges, added tokens) and READ's token choices."""
+        import hashlib
+
+        h = hashlib.sha256(self.hf.backend_tokenizer.to_str().encode())
+        h.update(f"seg={self.seg_token}|rej={self.rej_token}".encode())
+        return h.hexdigest()
+
     # -- ids -----------------------------------------------------------------------------------------------------
     def __len__(self) -> int:
         return len(self.hf)
