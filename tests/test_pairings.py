@@ -6,13 +6,13 @@ the pipeline's demo picture, and a clear refusal by the analysis tools."""
 from __future__ import annotations
 
 import copy
-import json
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 from conftest import ROOT
+from test_evaluate import recompute  # gIoU / cIoU from the records, written plainly
 
 from read.config import load_config
 from read.model.builder import build_read_model
@@ -59,18 +59,6 @@ def test_forward_backward_every_pairing(pairing):
     assert sum(int(p.grad is not None and p.grad.abs().sum() > 0) for p in trainable) > len(trainable) // 2
     # the SasP points sit inside the image and map into the decoder's frame as the frame says
     assert bool((out.points.coords_image[..., 0] < 80 + 1e-3).all())
-
-
-def recompute(records_dir: Path) -> tuple[float, float, int]:
-    """gIoU / cIoU from the per-sample records, written plainly (official rules, spec 5.2)."""
-    ious, inter, union, n = 0.0, 0, 0, 0
-    for f in sorted(records_dir.glob("records.rank*.jsonl")):
-        for line in f.read_text().splitlines():
-            for q in json.loads(line)["queries"]:
-                i, u = q["intersection"], q["union"]
-                ious += 1.0 if u == 0 else i / (u + 1e-5)
-                inter, union, n = inter + i, union + u, n + 1
-    return ious / (n + 1e-5), inter / (union + 1e-10), n
 
 
 @pytest.mark.parametrize("pairing", ["llava+sam2", "qwen+sam2"])

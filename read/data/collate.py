@@ -34,20 +34,36 @@ def collate(
 
     Returns a :class:`Batch` whose ``labels``/``gt_masks`` are set when every sample has masks.
     """
-    clips, sams, hws, sam_hws, masks = [], [], [], [], []
-    ids_rows: list[Tensor] = []
-    label_rows: list[Tensor] = []
-    row_to_image: list[int] = []
-    for b, s in enumerate(samples):
+    clips, sams, hws, sam_hws = [], [], [], []
+    for s in samples:
         clip, sam, geom = preprocess_image(s.image, clip_size=clip_size, sam_size=sam_size, sam_frame=sam_frame)
         clips.append(clip)
         sams.append(sam)
         hws.append(geom.orig_hw)
         sam_hws.append(geom.sam_input_hw)
+
+    def tokenize(_b: int, turns: list) -> tuple[Tensor, Tensor]:
+        turns = [(wrap_image_tokens(q, use_im_start_end), a) for q, a in turns]
+        return tokenize_conversation(tokenizer, build_prompt(turns, template=conv_template), num_image_tokens)
+
+    return assemble_batch(samples, tokenizer, tokenize, max_length=max_length, pixel_values_vlm=torch.stack(clips),
+                          pixel_values_sam=torch.stack(sams), image_hw=hws, sam_input_hw=sam_hws)
+
+
+def assemble_batch(samples: list[Sample], tokenizer, tokenize, *, max_length: int | None, pixel_values_vlm: Tensor,
+                   pixel_values_sam: Tensor, image_hw: list, sam_input_hw: list,
+                   image_grid_thw: Tensor | None = None) -> Batch:
+    """The rows of every sample's conversations (``tokenize(image index, turns) -> (ids, labels)``), cut at
+    ``max_length`` unless a ``[SEG]`` would be lost, right-padded, with the preprocessed images, sizes and masks.
+
+    Returns a :class:`Batch` whose ``labels``/``gt_masks`` are set when every sample has masks."""
+    ids_rows: list[Tensor] = []
+    label_rows: list[Tensor] = []
+    row_to_image: list[int] = []
+    masks = []
+    for b, s in enumerate(samples):
         for turns in s.conversations:
-            turns = [(wrap_image_tokens(q, use_im_start_end), a) for q, a in turns]
-            prompt = build_prompt(turns, template=conv_template)
-            ids, labels = tokenize_conversation(tokenizer, prompt, num_image_tokens)
+            ids, labels = tokenize(b, turns)
             if max_length is not None and len(ids) > max_length:
                 ids, labels = truncate_keeping_seg(ids, labels, max_length, tokenizer.seg_token_id, s.name)
             ids_rows.append(ids)
@@ -60,13 +76,14 @@ def collate(
     return Batch(
         input_ids=input_ids,
         attention_mask=attn,
-        pixel_values_clip=torch.stack(clips),
-        pixel_values_sam=torch.stack(sams),
+        pixel_values_clip=pixel_values_vlm,
+        pixel_values_sam=pixel_values_sam,
         row_to_image=torch.tensor(row_to_image, dtype=torch.long),
-        image_hw=torch.tensor(hws, dtype=torch.long),
-        sam_input_hw=torch.tensor(sam_hws, dtype=torch.long),
+        image_hw=torch.tensor(image_hw, dtype=torch.long),
+        sam_input_hw=torch.tensor(sam_input_hw, dtype=torch.long),
         labels=labels if has_masks else None,
         gt_masks=masks if has_masks else None,
+        image_grid_thw=image_grid_thw,
     )
 
 

@@ -22,7 +22,7 @@ import torch
 from torch import Tensor
 
 from read.data.base import Sample
-from read.data.collate import stack_rows, truncate_keeping_seg
+from read.data.collate import assemble_batch
 from read.data.conversation import IGNORE_INDEX
 from read.data.transforms import mask_input
 from read.model.batch import Batch
@@ -100,12 +100,9 @@ def collate_qwen(
     ``max_length`` counts tokens after image expansion; a cut that would drop a ``[SEG]`` raises
     :class:`read.data.base.DataError` naming the sample (as :func:`read.data.collate.collate`).
     """
-    patches, grids, sams, hws, sam_hws, masks = [], [], [], [], [], []
-    ids_rows: list[Tensor] = []
-    label_rows: list[Tensor] = []
-    row_to_image: list[int] = []
+    patches, grids, sams, hws, sam_hws, n_tokens = [], [], [], [], [], []
     merge = int(images.kw["merge_size"])
-    for b, s in enumerate(samples):
+    for s in samples:
         if s.image.ndim != 3 or s.image.shape[2] != 3 or s.image.dtype != np.uint8:
             raise ValueError(f"{s.name}: expected an RGB uint8 image [H, W, 3], got {s.image.dtype} {s.image.shape}")
         pix, grid = images(s.image)
@@ -115,30 +112,11 @@ def collate_qwen(
         sams.append(sam)
         hws.append((int(s.image.shape[0]), int(s.image.shape[1])))
         sam_hws.append(sam_hw)
-        n_tokens = int(grid[1] // merge) * int(grid[2] // merge)
-        for turns in s.conversations:
-            ids, labels = qwen_conversation(tokenizer, turns, n_tokens)
-            if max_length is not None and len(ids) > max_length:
-                ids, labels = truncate_keeping_seg(ids, labels, max_length, tokenizer.seg_token_id, s.name)
-            ids_rows.append(ids)
-            label_rows.append(labels)
-            row_to_image.append(b)
-        if s.masks is not None:
-            masks.append(torch.from_numpy(np.ascontiguousarray(s.masks)))
-    input_ids, labels, attn = stack_rows(ids_rows, label_rows, tokenizer.pad_id)
-    has_masks = len(masks) == len(samples)
-    return Batch(
-        input_ids=input_ids,
-        attention_mask=attn,
-        pixel_values_clip=torch.cat(patches, dim=0),
-        pixel_values_sam=torch.stack(sams),
-        row_to_image=torch.tensor(row_to_image, dtype=torch.long),
-        image_hw=torch.tensor(hws, dtype=torch.long),
-        sam_input_hw=torch.tensor(sam_hws, dtype=torch.long),
-        labels=labels if has_masks else None,
-        gt_masks=masks if has_masks else None,
-        image_grid_thw=torch.stack(grids).long(),
-    )
+        n_tokens.append(int(grid[1] // merge) * int(grid[2] // merge))
+    return assemble_batch(samples, tokenizer, lambda b, turns: qwen_conversation(tokenizer, turns, n_tokens[b]),
+                          max_length=max_length, pixel_values_vlm=torch.cat(patches, dim=0),
+                          pixel_values_sam=torch.stack(sams), image_hw=hws, sam_input_hw=sam_hws,
+                          image_grid_thw=torch.stack(grids).long())
 
 
 class QwenCollator:

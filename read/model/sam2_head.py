@@ -24,8 +24,10 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from read.model.sam_head import PromptEncoderInFp32
 
-class Sam2MaskHead(nn.Module):
+
+class Sam2MaskHead(PromptEncoderInFp32):
     """Frozen SAM 2 image encoder + prompt encoder, trainable mask decoder, fed with points and [SEG].
 
     Parameter names equal transformers' ``Sam2Model`` ones (``vision_encoder.*``, ``prompt_encoder.*``,
@@ -55,11 +57,6 @@ class Sam2MaskHead(nn.Module):
     @property
     def prompt_dim(self) -> int:
         return int(self.prompt_encoder.hidden_size)
-
-    def _apply(self, fn, recurse: bool = True):  # noqa: ANN001 - torch signature
-        super()._apply(fn, recurse)
-        self.prompt_encoder.float()
-        return self
 
     @torch.no_grad()
     def encode_images(self, pixel_values: Tensor) -> list[Tensor]:

@@ -39,7 +39,17 @@ SAM_VARIANTS: dict[str, tuple[int, int, int, list[int]]] = {
 }
 
 
-class SamMaskHead(nn.Module):
+class PromptEncoderInFp32(nn.Module):
+    """Base of the mask heads: the ``prompt_encoder`` child stays float32 whatever dtype the module is cast to (see
+    :class:`SamMaskHead`)."""
+
+    def _apply(self, fn, recurse: bool = True):  # noqa: ANN001 - torch signature
+        super()._apply(fn, recurse)
+        self.prompt_encoder.float()
+        return self
+
+
+class SamMaskHead(PromptEncoderInFp32):
     """Frozen SAM image encoder + prompt encoder, trainable mask decoder, fed with points and [SEG].
 
     Parameter names equal the upstream SAM checkpoint's (``image_encoder.*``, ``prompt_encoder.*``,
@@ -81,11 +91,6 @@ class SamMaskHead(nn.Module):
     def prompt_dim(self) -> int:
         """Prompt / decoder width D (256)."""
         return int(self.prompt_encoder.embed_dim)
-
-    def _apply(self, fn, recurse: bool = True):  # noqa: ANN001 - torch signature
-        super()._apply(fn, recurse)
-        self.prompt_encoder.float()  # see class docstring
-        return self
 
     @torch.no_grad()
     def encode_images(self, pixel_values: Tensor) -> Tensor:
