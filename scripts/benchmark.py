@@ -4,6 +4,7 @@ batch-1 no-cache generation side by side. Random weights: speed and memory do no
     python scripts/benchmark.py --out bench.json                       # READ-7B (random init) in bf16 on CUDA
     python scripts/benchmark.py --tiny --out bench_tiny.json           # the tiny model on the CPU (CI)
     python scripts/benchmark.py --train-config configs/train/read_7b_24gb.yaml --only train   # the 24 GB preset
+    python scripts/benchmark.py --model-config configs/model/read_qwen25vl_3b_sam2_random.yaml --out bench_qwen.json
 
 (a) ``train``: one optimiser step of the 7B recipe (or of ``--train-config``'s ``train`` section and checkpointing
     setting, with one micro-batch per step): micro-batch 2 images x 3 conversation rows each (every row with
@@ -91,7 +92,8 @@ def model_config(args, *extra: str, recipe: bool = False):
     from read.config import load_config
 
     dtype = "fp32" if args.tiny else "bf16"
-    cfg = load_config(TINY if args.tiny else FULL, [f"model.vlm.dtype={dtype}", *extra, *args.overrides])
+    base = args.model_config or (TINY if args.tiny else FULL)
+    cfg = load_config(base, [f"model.vlm.dtype={dtype}", *extra, *args.overrides])
     if recipe and args.train_config:
         r = load_config(args.train_config)
         vlm = replace(cfg.model.vlm, gradient_checkpointing=r.model.vlm.gradient_checkpointing)
@@ -134,7 +136,7 @@ def bench_train(args, device: torch.device) -> dict:
         engine_name, why = "torch", f"DeepSpeed did not start: {type(exc).__name__}: {' '.join(str(exc).split())[:200]}"
         engine = TorchEngine(model, cfg)
     collate = TrainCollator.for_model(tok, model, cfg.model.vlm)
-    batches = [collate(make_samples(images, seed, rows=3)).to(device, dtype=next(model.llava.parameters()).dtype)
+    batches = [collate(make_samples(images, seed, rows=3)).to(device, dtype=next(model.vlm.parameters()).dtype)
                for seed in range(args.steps + 1)]
     rows, tokens = int(batches[0].input_ids.shape[0]), int(batches[0].attention_mask.sum())
     # FLOPs of one micro-batch: counted on a forward whose graph is then dropped (hooks off before any backward)
@@ -162,7 +164,7 @@ def bench_train(args, device: torch.device) -> dict:
         "step_seconds": step, "images_per_s": images / step, "flops_per_step": fc.total, "flops": fc.as_dict(),
         "mfu": mfu, "peak_note": peak_note, "losses_finite": bool(np.isfinite(losses).all()),
         "peak_memory_gib": torch.cuda.max_memory_allocated(device) / 2**30 if device.type == "cuda" else None,
-        "config": str(args.train_config or ("tiny" if args.tiny else FULL.relative_to(ROOT))),
+        "config": str(args.train_config or args.model_config or ("tiny" if args.tiny else FULL.relative_to(ROOT))),
     }
 
 
@@ -216,17 +218,16 @@ def bench_sam(model, device, images: int) -> dict:
 @torch.no_grad()
 def generate_no_cache(model, batch, *, max_new_tokens: int, eos_id: int) -> list[int]:
     """The official evaluation's decoding: one row, every step re-runs CLIP and the whole sequence (no KV cache),
-    then the [SEG] masks from the final sequence's states. Returns the generated ids."""
-    from read.model.batch import Batch
+    then the [SEG] masks from the final sequence's states. ``batch``: one sample (one image, one row). Returns the
+    generated ids."""
+    from dataclasses import replace
 
     ids = batch.input_ids[:1, : int(batch.attention_mask[0].sum())]
     new: list[int] = []
     for _ in range(max_new_tokens):
-        b = Batch(input_ids=ids, attention_mask=torch.ones_like(ids), pixel_values_clip=batch.pixel_values_clip[:1],
-                  pixel_values_sam=batch.pixel_values_sam[:1], row_to_image=batch.row_to_image[:1],
-                  image_hw=batch.image_hw[:1], sam_input_hw=batch.sam_input_hw[:1])
+        b = replace(batch, input_ids=ids, attention_mask=torch.ones_like(ids), labels=None, gt_masks=None)
         hidden = model.hidden_states(b)
-        logits = model.llava.lm_head(hidden[:, -1]).float()
+        logits = model.vlm.lm_head(hidden[:, -1]).float()
         if model.output_vocab is not None:
             logits = logits.masked_fill(~model.output_vocab, float("-inf"))
         tok = int(logits.argmax(-1))
@@ -234,10 +235,7 @@ def generate_no_cache(model, batch, *, max_new_tokens: int, eos_id: int) -> list
         ids = torch.cat([ids, ids.new_tensor([[tok]])], dim=1)
         if tok == eos_id:
             break
-    b = Batch(input_ids=ids, attention_mask=torch.ones_like(ids), pixel_values_clip=batch.pixel_values_clip[:1],
-              pixel_values_sam=batch.pixel_values_sam[:1], row_to_image=batch.row_to_image[:1],
-              image_hw=batch.image_hw[:1], sam_input_hw=batch.sam_input_hw[:1])
-    model(b)  # masks of any [SEG] in the final sequence, as the official code re-reads them
+    model(replace(batch, input_ids=ids, attention_mask=torch.ones_like(ids), labels=None, gt_masks=None))  # masks of any [SEG] in the final sequence, as the official code re-reads them
     return new
 
 
@@ -284,6 +282,8 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--out", default=None, help="JSON report")
     parser.add_argument("--only", default="train,eval,sam,nocache", help="comma-separated parts to run")
     parser.add_argument("--train-config", default=None, help="a training recipe to measure instead (memory presets)")
+    parser.add_argument("--model-config", default=None,
+                        help="another model config (e.g. configs/model/read_qwen25vl_3b_sam2_random.yaml)")
     parser.add_argument("--steps", type=int, default=3, help="timed training steps (after one warm-up)")
     parser.add_argument("--batch-sizes", default="1,8,32")
     parser.add_argument("--samples", type=int, default=None, help="samples per evaluation measurement")

@@ -55,6 +55,8 @@ class TinyQwenConfig:
     tokenizer_vocab_size: int = 600
     """Size of the byte-level BPE trained in memory for the tiny tokenizer."""
     vocab_rows: int | None = None
+    tie_word_embeddings: bool = False
+    """``lm_head`` shares ``embed_tokens`` (Qwen2.5-VL-3B does, 7B does not)."""
 
 
 @dataclass
@@ -114,7 +116,8 @@ class TinySamConfig:
 
 @dataclass
 class TinySam2Config:
-    """A tiny random SAM 2 (Hiera backbone + FPN neck + SAM 2 decoder) for tests and quick runs."""
+    """A random SAM 2 (Hiera backbone + FPN neck + SAM 2 decoder) built from sizes: tiny for tests and quick runs, or
+    a released architecture with random weights (``configs/model/read_qwen25vl_3b_sam2_random.yaml``: Hiera-L)."""
 
     image_size: int = 128
     hidden_size: int = 32
@@ -124,6 +127,9 @@ class TinySam2Config:
     heads_per_stage: list[int] = field(default_factory=lambda: [1, 1, 2, 2])
     window_size_per_stage: list[int] = field(default_factory=lambda: [4, 4, 4, 4])
     global_attention_blocks: list[int] = field(default_factory=lambda: [3])
+    pos_embed_background: list[int] | None = None
+    """Side of Hiera's background positional embedding (Hiera-L: [7, 7]); ``null``: about the square root of the
+    first stage's side."""
     decoder_mlp_dim: int = 64
     decoder_heads: int = 2
 

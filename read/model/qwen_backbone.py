@@ -63,13 +63,15 @@ def build_qwen(cfg: VLMConfig, tokenizer: QwenTokenizer, device: torch.device | 
                     intermediate_size=t.intermediate_size, num_hidden_layers=t.num_hidden_layers,
                     num_attention_heads=t.num_attention_heads, num_key_value_heads=t.num_key_value_heads,
                     max_position_embeddings=max(cfg.model_max_length, 64), pad_token_id=tokenizer.pad_id,
+                    tie_word_embeddings=t.tie_word_embeddings,
                     eos_token_id=tokenizer.eos_id, bos_token_id=None,
                     rope_parameters={"rope_type": "default", "rope_theta": 1000000.0, "mrope_section": section})
         vision = dict(depth=t.vision_depth, hidden_size=t.vision_hidden_size, intermediate_size=t.vision_intermediate_size,
                       num_heads=t.vision_num_heads, out_hidden_size=t.hidden_size, patch_size=t.patch_size,
                       spatial_merge_size=t.spatial_merge_size, temporal_patch_size=2, window_size=t.window_size,
                       fullatt_block_indexes=list(t.fullatt_block_indexes))
-        conf = Qwen2_5_VLConfig(text_config=text, vision_config=vision, tie_word_embeddings=False, **ids)
+        conf = Qwen2_5_VLConfig(text_config=text, vision_config=vision, tie_word_embeddings=t.tie_word_embeddings,
+                                **ids)
         model = Qwen2_5_VLForConditionalGeneration._from_config(conf, attn_implementation=attn, dtype=dtype)
     else:
         placement = {"device_map": {"": str(device)}} if device is not None and device.type != "cpu" else {}

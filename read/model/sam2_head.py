@@ -175,7 +175,7 @@ def tiny_sam2_config(t) -> object:  # noqa: ANN001 - read.config.TinySam2Config
         image_size=[t.image_size, t.image_size], blocks_per_stage=list(t.blocks_per_stage),
         embed_dim_per_stage=list(t.embed_dim_per_stage), num_attention_heads_per_stage=list(t.heads_per_stage),
         window_size_per_stage=list(t.window_size_per_stage), global_attention_blocks=list(t.global_attention_blocks),
-        window_positional_embedding_background_size=[max(1, math.isqrt(stride4))] * 2,
+        window_positional_embedding_background_size=list(t.pos_embed_background or [max(1, math.isqrt(stride4))] * 2),
     )
     vision = Sam2VisionConfig(
         backbone_config=backbone, backbone_channel_list=list(reversed(t.embed_dim_per_stage)),
