@@ -93,3 +93,16 @@ def test_train_evaluate_demo_end_to_end(pairing, tmp_path_factory):
 
     with pytest.raises(ValueError, match="BACKBONES"):
         Analyzer(pipe, [], base / "analysis", None)
+
+
+def test_full_size_qwen_sam2_config_builds_with_the_released_sizes():
+    """The random full-size config (for GPU benchmarks) on the meta device: Qwen2.5-VL-3B-Instruct's 3.75 B
+    parameters (its model card's count, tied embeddings), SAM 2.1's image encoder, every trainable part present."""
+    cfg = load_config(ROOT / "configs" / "model" / "read_qwen25vl_3b_sam2_random.yaml")
+    with torch.device("meta"):
+        model, _ = build_read_model(cfg)
+    qwen = sum(p.numel() for n, p in model.named_parameters() if n.startswith("qwen.") and "lora_" not in n)
+    assert abs(qwen - 3.75e9) < 0.01e9
+    assert model.sam.img_size == 1024 and model.sam.prompt_dim == 256 and model.sam.frame == "square"
+    names = model.trainable_parameter_names()
+    assert "qwen.model.language_model.embed_tokens.weight" in names and "sam.mask_decoder.conv_s0.weight" in names
