@@ -106,3 +106,40 @@ def test_full_size_qwen_sam2_config_builds_with_the_released_sizes():
     assert model.sam.img_size == 1024 and model.sam.prompt_dim == 256 and model.sam.frame == "square"
     names = model.trainable_parameter_names()
     assert "qwen.model.language_model.embed_tokens.weight" in names and "sam.mask_decoder.conv_s0.weight" in names
+
+
+def test_pretrained_folders_load_strictly(tmp_path):
+    """The loading code of the real weights, on tiny models saved in the released layouts: a Qwen2.5-VL folder
+    (config, safetensors, tokenizer files with [SEG]) and a SAM 2 folder in transformers layout load bit-exactly;
+    a SAM 2 checkpoint with a missing tensor is refused naming the folder."""
+    from safetensors.torch import load_file, save_file
+
+    from read.model.builder import build_tokenizer
+    from read.model.qwen_backbone import build_qwen
+    from read.model.sam2_head import build_sam2_model
+    from read.utils.weights import CheckpointKeyError
+
+    cfg = load_config(ROOT / "configs" / "model" / "tiny_qwen25vl_sam2.yaml")
+    torch.manual_seed(0)
+    tok = build_tokenizer(cfg.model)
+    qwen = build_qwen(cfg.model.vlm, tok)
+    qwen.save_pretrained(tmp_path / "qwen")
+    tok.save_pretrained(tmp_path / "qwen")
+    sam2 = build_sam2_model(cfg.model.sam)
+    sam2.save_pretrained(tmp_path / "sam2")
+    loaded = load_config(ROOT / "configs" / "model" / "tiny_qwen25vl_sam2.yaml",
+                         [f"model.vlm.pretrained={tmp_path / 'qwen'}", f"model.sam.checkpoint={tmp_path / 'sam2'}"])
+    model, tok2 = build_read_model(loaded)
+    assert (tok2.seg_token_id, tok2.image_token_id, len(tok2)) == (tok.seg_token_id, tok.image_token_id, len(tok))
+    theirs = dict(qwen.named_parameters())
+    for n, p in model.qwen.named_parameters():
+        if "lora_" not in n:
+            assert torch.equal(p, theirs[n.replace(".base_layer", "")]), n
+    theirs = dict(sam2.named_parameters())
+    for n, p in model.sam.named_parameters():
+        assert torch.equal(p, theirs[n]), n
+    sd = load_file(str(tmp_path / "sam2" / "model.safetensors"))
+    sd.pop(sorted(k for k in sd if "mask_decoder" in k)[0])
+    save_file(sd, str(tmp_path / "sam2" / "model.safetensors"), metadata={"format": "pt"})
+    with pytest.raises(CheckpointKeyError, match="sam2.*missing"):
+        build_read_model(loaded)

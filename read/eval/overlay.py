@@ -77,8 +77,7 @@ def draw_overlay(path: Path, sample: Sample, pred_masks: np.ndarray, *, clip_siz
         points=pts,
         labels=labels,
         heat=heat,
-        view_box=(clip_view_box(h, w, clip_size) if view == "center_crop" else (0.0, 0.0, float(w), float(h)))
-        if heat is not None else None,
+        view_box=clip_view_box(h, w, clip_size) if heat is not None and view == "center_crop" else None,
         title=query_text(sample),
         lines=lines,
     )

@@ -179,7 +179,7 @@ class ReadPipeline:
             out.append(Prediction(
                 text=self.tokenizer.decode(gen.new_tokens[r], skip_special_tokens=True),
                 masks=masks, similarity=sims, points=points, labels=labels, image=img, prompt=prompt,
-                view_box=clip_view_box(h, w, self.clip_size) if self.view == "center_crop" else (0.0, 0.0, w, h),
+                view_box=clip_view_box(h, w, self.clip_size) if self.view == "center_crop" else None,  # full: all seen
                 name=name,
             ))
         return out

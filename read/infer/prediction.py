@@ -39,7 +39,8 @@ class Prediction:
         points: ``n`` arrays ``[K_i, 2]`` float32 (x, y) of the SasP prompts in image pixels (``K_i = 0`` when
             SasP is off); labels: ``n`` arrays ``[K_i]`` int64, 1 positive, 0 negative, -1 neutral.
         image: the RGB uint8 ``[H, W, 3]`` image that was segmented; prompt: the user's question as given.
-        view_box: ``(x0, y0, x1, y1)`` in image pixels: the part of the image CLIP sees (the similarity's frame).
+        view_box: ``(x0, y0, x1, y1)`` in image pixels: the part of the image CLIP sees (the similarity's frame);
+            ``None`` when the vision encoder sees the whole image (Qwen2.5-VL).
         name: the image's name (its path, or ``<array>`` / ``<PIL image>``).
     """
 
@@ -50,7 +51,7 @@ class Prediction:
     labels: list[np.ndarray]
     image: np.ndarray = field(repr=False)
     prompt: str = ""
-    view_box: tuple[float, float, float, float] = (0.0, 0.0, 0.0, 0.0)
+    view_box: tuple[float, float, float, float] | None = (0.0, 0.0, 0.0, 0.0)
     name: str = ""
 
     @property
