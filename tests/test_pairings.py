@@ -1,7 +1,7 @@
 """Every pairing of the two parts (issue 18) on tiny random models: LLaVA + SAM 2, Qwen2.5-VL + SAM, Qwen2.5-VL +
 SAM 2 (LLaVA + SAM has its own, untouched tests): forward + backward with finite losses and masks at the original
 size, then a short training run, both evaluation protocols end to end (gIoU / cIoU recomputed from the records),
-the pipeline's demo picture, and a clear refusal by the analysis tools."""
+the pipeline's demo picture and the paper's analysis."""
 
 from __future__ import annotations
 
@@ -19,7 +19,7 @@ from read.model.builder import build_read_model
 
 PAIRINGS = {
     "llava+sam2": ("tiny_llava_sam2.yaml", "quickstart_llava_sam2.yaml"),
-    "qwen+sam": ("tiny_qwen25vl_sam.yaml", None),
+    "qwen+sam": ("tiny_qwen25vl_sam.yaml", "quickstart_qwen25vl_sam.yaml"),
     "qwen+sam2": ("tiny_qwen25vl_sam2.yaml", "quickstart_qwen25vl_sam2.yaml"),
 }
 
@@ -57,11 +57,43 @@ def test_forward_backward_every_pairing(pairing):
     trainable = [p for p in model.parameters() if p.requires_grad]
     assert all(p.grad is None or bool(torch.isfinite(p.grad).all()) for p in trainable)
     assert sum(int(p.grad is not None and p.grad.abs().sum() > 0) for p in trainable) > len(trainable) // 2
-    # the SasP points sit inside the image and map into the decoder's frame as the frame says
+    # the SasP points sit inside the image
     assert bool((out.points.coords_image[..., 0] < 80 + 1e-3).all())
 
 
-@pytest.mark.parametrize("pairing", ["llava+sam2", "qwen+sam2"])
+@pytest.mark.parametrize("pairing", sorted(PAIRINGS))
+def test_trainable_set_and_strict_round_trip_every_pairing(pairing, tmp_path):
+    """The official rule, written out by hand from parameter names: LoRA A/B on q_proj and v_proj of the language
+    model's layers only, embed_tokens, lm_head, the whole mask decoder, the [SEG] projection; then the trainable
+    weights saved and loaded back strictly."""
+    from read.model.fingerprint import base_record
+    from read.model.run_weights import load_trainable, save_trainable
+
+    cfg = load_config(ROOT / "configs" / "model" / PAIRINGS[pairing][0])
+    torch.manual_seed(0)
+    model, _ = build_read_model(cfg)
+    lm = {"llava": "llava.model.language_model.", "qwen2_5_vl": "qwen.model.language_model."}[model.parts.kind]
+    expect = set()
+    for n, _ in model.named_parameters():
+        lora = any(f".layers.{i}.self_attn.{p}.lora_" in n for i in range(2) for p in ("q_proj", "v_proj"))
+        if (n.startswith(lm) and lora) or n.startswith(("sam.mask_decoder.", "text_hidden_fcs.")):
+            expect.add(n)
+        if n.endswith(("embed_tokens.weight", "lm_head.weight")) and not n.startswith("sam."):
+            expect.add(n)
+    assert set(model.trainable_parameter_names()) == expect
+    assert sum("lora_" in n for n in expect) == 8  # 2 layers x (q, v) x (A, B)
+    src = copy.deepcopy(model)
+    with torch.no_grad():
+        for p in src.parameters():
+            if p.requires_grad:
+                p.add_(0.01)
+    save_trainable(tmp_path, src, base_record(src))
+    load_trainable(model, tmp_path)
+    for (n, p), (_, q) in zip(src.named_parameters(), model.named_parameters(), strict=True):
+        assert torch.equal(p, q), n
+
+
+@pytest.mark.parametrize("pairing", sorted(PAIRINGS))
 def test_train_evaluate_demo_end_to_end(pairing, tmp_path_factory):
     import evaluate as evaluate_script
     import train as train_script
@@ -89,10 +121,17 @@ def test_train_evaluate_demo_end_to_end(pairing, tmp_path_factory):
     assert pred.masks.shape[1:] == (70, 90)
     path = pred.save(base / "answer.png")
     assert Path(path).stat().st_size > 1000
-    from read.analysis.runner import Analyzer
+    # the paper's analysis on this pairing: every Table-1 column, a figure
+    import sys
 
-    with pytest.raises(ValueError, match="BACKBONES"):
-        Analyzer(pipe, [], base / "analysis", None)
+    sys.path.insert(0, str(ROOT / "scripts"))
+    import analyze as analyze_script
+
+    summary = analyze_script.main(["--model", str(base / "run"), "--dataset", "reason_seg", "--split", "val",
+                                   "--limit", "2", "--figures", "1", "--out", str(base / "analysis"), "--no-progress",
+                                   "--device", "cpu"])
+    assert summary["num_samples"] == 2 and set(summary["methods"]) >= {"p_prompt", "s_iou", "seg_prompt", "s_iou_sam"}
+    assert len(list((base / "analysis" / "figures").glob("*.png"))) == 1
 
 
 def test_full_size_qwen_sam2_config_builds_with_the_released_sizes():

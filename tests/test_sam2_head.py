@@ -139,3 +139,47 @@ def test_strict_save_load_round_trip(sam2_model, tmp_path):
     sam1, _ = build_read_model(load_config("configs/model/tiny.yaml"))
     with pytest.raises(CheckpointKeyError, match="conv_s0|unexpected"):
         load_trainable(sam1, tmp_path)
+
+
+def test_analysis_on_sam2_decoder_map_and_p_prompt(sam2_cfg):
+    """The analysis on a SAM 2 head: the [SEG]-to-image-token map equals the dot products read from a hook on the
+    head's own decoding, one pixel at a time; P_prompt equals ``Sam2Model.forward`` with three outputs, best IoU."""
+    from read.analysis.maps import sam_decoder_similarity
+    from read.analysis.pprompt import points_prompt_mask
+
+    torch.manual_seed(2)
+    ref = build_sam2_model(sam2_cfg.model.sam).eval()
+    with torch.no_grad():
+        for p in ref.mask_decoder.parameters():
+            p.mul_(4.0)
+    ref.mask_decoder.dynamic_multimask_via_stability = False
+    head = Sam2MaskHead(copy.deepcopy(ref)).eval()
+    pixels = torch.randn(1, 3, 128, 128)
+    emb = head.encode_images(pixels)
+    seg = torch.randn(1, 32)
+    coords = torch.rand(1, 3, 2) * 127
+    labels = torch.tensor([[1, 0, -1]])
+    seen = {}
+    handle = head.mask_decoder.transformer.register_forward_hook(lambda m, i, o: seen.update(hs=o[0], keys=o[1]))
+    try:
+        with torch.no_grad():
+            head(emb, seg, torch.tensor([0]), torch.tensor([[128, 128]]), torch.tensor([[32, 32]]), coords=coords,
+                 labels=labels)
+    finally:
+        handle.remove()
+    with torch.no_grad():
+        sparse, dense = head.prompt_tokens(seg, coords, labels)
+        fast = sam_decoder_similarity(head, emb, sparse, dense)
+    e = emb[-1].shape[-1]
+    hs, keys = seen["hs"][0, 0], seen["keys"][0, 0]  # [T', D], [e*e, D]
+    seg_pos = hs.shape[0] - 1  # [object score | iou | masks | points | pad | [SEG]]
+    assert seg_pos == 2 + head.mask_decoder.num_mask_tokens + 3 + 1
+    slow = torch.tensor([[sum(float(keys[r * e + c, d]) * float(hs[seg_pos, d]) for d in range(keys.shape[-1]))
+                          for c in range(e)] for r in range(e)])
+    torch.testing.assert_close(fast[0], slow, rtol=1e-4, atol=1e-4)
+    with torch.no_grad():
+        logits, score = points_prompt_mask(head, emb, coords[0], labels[0], (128, 128), (32, 32))
+        out = ref(pixel_values=pixels, input_points=coords[None], input_labels=labels[None], multimask_output=True)
+    best = int(out.iou_scores[0, 0].argmax())
+    torch.testing.assert_close(logits, out.pred_masks[0, 0, best], rtol=0, atol=1e-5)
+    assert score == pytest.approx(float(out.iou_scores[0, 0, best]))

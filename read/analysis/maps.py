@@ -29,13 +29,17 @@ def sam_decoder_similarity(sam, image_embedding: Tensor, sparse: Tensor, dense: 
     hook used CLIP-Surgery's form on a token that is not [SEG], spec 8, so this is our reading of Fig. 1(d)).
 
     Args:
-        sam: the SAM head (``read.model.sam_head.SamMaskHead``).
+        sam: the SAM head (``read.model.sam_head.SamMaskHead``) or a SAM 2 head (``Sam2MaskHead``: its decoder's
+            token sequence starts with an object-score token; ``image_embedding`` is then its list of feature levels
+            and ``sparse``/``dense`` are ``[1, n, T, D]``/``[1, D, e, e]``, its ``prompt_tokens``).
         image_embedding: ``[1, D, e, e]``; sparse: ``[n, T, D]``, dense: ``[n, D, e, e]``
             (``SamMaskHead.prompt_tokens`` of n queries of this image).
 
     Returns:
         ``[n, e, e]`` float32, or ``None`` when the prompts hold no [SEG].
     """
+    if getattr(sam, "frame", "longest_side") == "square":
+        return _sam2_decoder_similarity(sam, image_embedding, sparse, dense)
     dec = sam.mask_decoder
     idx = seg_token_index(sam, sparse.shape[1])
     if idx is None:
@@ -49,6 +53,24 @@ def sam_decoder_similarity(sam, image_embedding: Tensor, sparse: Tensor, dense: 
     hs, keys = dec.transformer(src, pos, tokens)  # [n, T', D], [n, e*e, D]
     e = image_embedding.shape[-1]
     return torch.einsum("nkd,nd->nk", keys.float(), hs[:, idx].float()).reshape(n, e, e)
+
+
+def _sam2_decoder_similarity(sam, levels: list[Tensor], sparse: Tensor, dense: Tensor) -> Tensor | None:  # noqa: ANN001
+    """:func:`sam_decoder_similarity` for SAM 2: tokens ``[object score | iou | mask tokens | sparse prompts]``."""
+    n, t = sparse.shape[1], sparse.shape[2]
+    if not getattr(sam, "seg_prompt", True) and t > 1:
+        return None
+    dec = sam.mask_decoder
+    dt = dec.iou_token.weight.dtype
+    out_tokens = torch.cat([dec.obj_score_token.weight, dec.iou_token.weight, dec.mask_tokens.weight], dim=0)
+    tokens = torch.cat([out_tokens.to(dt)[None, None].expand(1, n, -1, -1), sparse.to(dt)], dim=2)
+    idx = tokens.shape[2] - 1  # the [SEG] prompt, last
+    src = (levels[-1].to(dt) + dense.to(dt)).repeat_interleave(n, dim=0)
+    pos = sam.image_positional_embeddings().to(dt).repeat_interleave(n, dim=0)
+    hs, keys = dec.transformer(point_embeddings=tokens, image_embeddings=src, image_positional_embeddings=pos,
+                               attention_similarity=None)  # [1, n, T', D], [n, 1, e*e, D]
+    e_h, e_w = levels[-1].shape[-2:]
+    return torch.einsum("nkd,nd->nk", keys[:, 0].float(), hs[0, :, idx].float()).reshape(n, e_h, e_w)
 
 
 def sam_map_to_image(m: Tensor, sam_size: int, input_hw: tuple[int, int], image_hw: tuple[int, int]) -> Tensor:

@@ -11,6 +11,7 @@ mask with the highest predicted IoU is kept, as the official ``SamPredictor.pred
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor
 
 from read.model.sasp_geometry import padded_selection_grid
@@ -23,19 +24,21 @@ def _stable_order(values: Tensor, descending: bool) -> Tensor:
 
 
 def extreme_points(sim: Tensor, image_hw: tuple[int, int], *, k: int | None = None, t: float = 0.8,
-                   down_sample: int = 2) -> tuple[Tensor, Tensor]:
+                   down_sample: int = 2, grid_hw: tuple[int, int] | None = None, view: str = "center_crop"
+                   ) -> tuple[Tensor, Tensor]:
     """The k highest cells (label 1, value descending) then the k lowest (label 0, ascending); ties in raster order.
 
     Args:
-        sim: ``[N]`` raw similarities of one [SEG] (``N = s * s``).
+        sim: ``[N]`` raw similarities of one [SEG] (``N = s * s``, or ``gh * gw`` with ``grid_hw``).
         image_hw: original (H, W).
         k: points of each kind; ``None``: ``min(#(grid >= t), #cells // 2)`` (official analysis). Capped at
             ``#cells // 2`` so the two sets never overlap.
+        grid_hw, view: the token grid and how it covers the image (``read.model.sasp_geometry.VIEWS``).
 
     Returns:
         coords ``[2k, 2]`` int64 (x, y) in image pixels, labels ``[2k]`` int64.
     """
-    grid = padded_selection_grid(sim, image_hw, down_sample).double()  # -1 outside the image's aspect
+    grid = padded_selection_grid(sim, image_hw, down_sample, grid_hw, view).double()  # -1 outside the aspect
     hg, wg = grid.shape
     flat = grid.reshape(-1)
     cells = (flat >= 0).nonzero(as_tuple=True)[0]  # raster order
@@ -61,8 +64,9 @@ def points_prompt_mask(sam, image_embedding: Tensor, coords_sam: Tensor, labels:
     three outputs, the one with the highest predicted IoU kept, post-processed to the image's size.
 
     Args:
-        sam: a ``read.model.sam_head.SamMaskHead`` (the model's adapted decoder or the original SAM).
-        image_embedding: ``[1, D, e, e]`` from that SAM's image encoder.
+        sam: a ``read.model.sam_head.SamMaskHead`` (the model's adapted decoder or the original SAM), or a SAM 2
+            head (``Sam2MaskHead``).
+        image_embedding: ``[1, D, e, e]`` from that SAM's image encoder (SAM 2: its list of feature levels).
         coords_sam: ``[K, 2]`` (x, y) in SAM's resized input frame; labels: ``[K]``.
 
     Returns:
@@ -71,7 +75,10 @@ def points_prompt_mask(sam, image_embedding: Tensor, coords_sam: Tensor, labels:
     """
     h, w = (int(v) for v in image_hw)
     if coords_sam.shape[0] == 0:
-        return torch.full((h, w), -1.0, device=image_embedding.device), 0.0
+        device = image_embedding[0].device if isinstance(image_embedding, list) else image_embedding.device
+        return torch.full((h, w), -1.0, device=device), 0.0
+    if getattr(sam, "frame", "longest_side") == "square":
+        return _points_prompt_mask_sam2(sam, image_embedding, coords_sam, labels, (h, w))
     dtype = image_embedding.dtype
     sparse, dense = sam.prompt_encoder(points=(coords_sam[None].float(), labels[None].to(torch.int64)), boxes=None,
                                        masks=None)
@@ -82,3 +89,23 @@ def points_prompt_mask(sam, image_embedding: Tensor, coords_sam: Tensor, labels:
     best = int(iou[0].float().argmax())
     logits = sam.postprocess(low[:, best:best + 1], input_hw, (h, w))[0, 0]
     return logits, float(iou[0, best])
+
+
+def _points_prompt_mask_sam2(sam, levels: list[Tensor], coords: Tensor, labels: Tensor,  # noqa: ANN001
+                             image_hw: tuple[int, int]) -> tuple[Tensor, float]:
+    """:func:`points_prompt_mask` on a SAM 2 head (``read.model.sam2_head.Sam2MaskHead``): its prompt encoder (pad
+    point appended), its decoder with three outputs and the high-resolution features, the best predicted IoU kept,
+    resized to the image as SAM 2's predictor does. ``levels``: the head's ``encode_images`` of one image."""
+    dec = sam.mask_decoder
+    dt = dec.iou_token.weight.dtype
+    sparse = sam.prompt_encoder._embed_points(coords.float()[None, None], labels.to(torch.int64)[None, None], pad=True)
+    e_h, e_w = sam.prompt_encoder.image_embedding_size
+    dense = sam.prompt_encoder.no_mask_embed.weight.reshape(1, -1, 1, 1).expand(1, -1, e_h, e_w)
+    s0 = dec.conv_s0(levels[0].to(dec.conv_s0.weight.dtype))
+    s1 = dec.conv_s1(levels[1].to(dec.conv_s1.weight.dtype))
+    low, iou, _, _ = dec(image_embeddings=levels[-1].to(dt), image_positional_embeddings=sam.image_positional_embeddings().to(dt),
+                         sparse_prompt_embeddings=sparse.to(dt), dense_prompt_embeddings=dense.to(dt),
+                         multimask_output=True, high_resolution_features=[s0.to(dt), s1.to(dt)])
+    best = int(iou[0, 0].float().argmax())
+    logits = F.interpolate(low[0, :, best:best + 1].float(), image_hw, mode="bilinear", align_corners=False)[0, 0]
+    return logits, float(iou[0, 0, best])

@@ -78,7 +78,7 @@ def figure_row(image: np.ndarray, fig: dict, view_box, query: str) -> np.ndarray
     gt = [fig["gt"]]
     panels = [
         Panel("image, ground truth", gt_masks=gt),
-        Panel(f"LLaVA map (S_IoU t={fig['siou_threshold']:.2f})", gt_masks=gt, heat=fig["llava_map"],
+        Panel(f"{fig.get('vlm', 'LLaVA')} map (S_IoU t={fig['siou_threshold']:.2f})", gt_masks=gt, heat=fig["llava_map"],
               view_box=view_box),
     ]
     if fig["sam_map"] is not None:

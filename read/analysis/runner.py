@@ -24,8 +24,8 @@ from read.data.base import Sample
 from read.data.transforms import clip_view_box
 from read.eval import metrics as M
 from read.eval.overlay import query_text
-from read.model.sasp import dense_similarity_map, similarity_map, to_sam_frame
-from read.model.tokens import gather_image_states
+from read.model.sasp import dense_similarity_map, similarity_map, to_input_frame
+from read.model.tokens import gather_image_states, gather_image_states_padded
 from read.utils.jsonl import drop_partial_line, read_records
 from read.utils.logging import get_logger
 
@@ -70,14 +70,21 @@ class AnalysisSettings:
 
     def describe_clip(self) -> str:
         if not self.clip:
-            return ("not computed: the model's CLIP is LLaVA's vision tower, with no text tower; pass --clip "
-                    "<CLIPModel folder> and --word / --words")
+            return ("not computed: the model's CLIP is LLaVA's vision tower, with no text tower (Qwen2.5-VL's ViT has "
+                    "none either); pass --clip <CLIPModel folder> and --word / --words")
         return f"CLIP text tower of {self.clip}"
 
     def word(self, index: int, name: str) -> str | None:
         """The word for the CLIP map of sample ``index`` (by index, then image name, then ``*``), if any."""
         w = self.words or {}
         return w.get(str(index)) or w.get(name) or w.get("*")
+
+
+def _one(embeddings, u: int):  # noqa: ANN001, ANN202 - a mask head's encode_images output
+    """Image ``u`` of a mask head's embeddings, batch dimension kept (a tensor, or SAM 2's list of levels)."""
+    if isinstance(embeddings, list):
+        return [level[u:u + 1] for level in embeddings]
+    return embeddings[u:u + 1]
 
 
 def _counts(pred: torch.Tensor, gt: torch.Tensor) -> dict:
@@ -101,10 +108,6 @@ class Analyzer:
                  clip_maps=None, figures: int = 8, batch_size: int = 4, progress: bool = True,  # noqa: ANN001
                  overwrite: bool = False) -> None:
         self.pipe, self.model = pipe, pipe.model
-        kinds = (self.model.parts.kind, getattr(self.model.sam, "frame", ""))
-        if kinds != ("llava", "longest_side"):
-            raise ValueError(f"the analysis reads LLaVA's CLIP-crop grid and SAM's decoder internals; this model pairs "
-                             f"{kinds[0]} with a {type(self.model.sam).__name__} (docs/BACKBONES.md)")
         self.dataset = dataset
         self.out_dir = Path(out_dir)
         self.settings = settings
@@ -190,13 +193,18 @@ class Analyzer:
         hidden = model.hidden_states(batch)
         queries = model.find_queries(batch)
         seg_hidden = hidden[queries.rows, queries.cols]
-        image_hidden = gather_image_states(hidden, batch.input_ids, queries.rows, model.image_token_id)
+        grids = model.parts.image_grids(model.vlm, batch)  # None: one square grid (LLaVA)
+        if grids is None:
+            image_hidden = gather_image_states(hidden, batch.input_ids, queries.rows, model.image_token_id)
+        else:  # per-image grids, padded to the largest
+            image_hidden, _ = gather_image_states_padded(hidden, batch.input_ids, queries.rows, model.image_token_id)
+        grid_hw = None if grids is None else grids[queries.image]
         sims = similarity_map(image_hidden, seg_hidden).float()  # [P, N]
         used, local = torch.unique(queries.image, sorted=True, return_inverse=True)
         emb = model.sam.encode_images(batch.pixel_values_sam[used])
         per_used, _, _, points = model.segment_states(seg_hidden, image_hidden, queries.image,
                                                       batch.pixel_values_sam, batch.image_hw, batch.sam_input_hw,
-                                                      image_embeddings=emb)
+                                                      image_embeddings=emb, grid_hw=grid_hw)
         emb_p = emb if self.sam_p is model.sam else self.sam_p.encode_images(batch.pixel_values_sam[used])
         proj = model.text_hidden_fcs(seg_hidden)
         out = []
@@ -218,18 +226,20 @@ class Analyzer:
                 gt = torch.from_numpy(np.asarray(gt_all[j]).astype(np.int64))
                 seg_mask = (per_used[u][taken[u]] > 0).cpu()
                 taken[u] += 1
-                llava_map = dense_similarity_map(sims[q].cpu(), (h, w), pipe.clip_size)
+                grid_q = None if grid_hw is None else tuple(int(v) for v in grid_hw[q])
+                sim_q = sims[q].cpu() if grid_q is None else sims[q, : grid_q[0] * grid_q[1]].cpu()
+                llava_map = dense_similarity_map(sim_q, (h, w), pipe.clip_size, grid_hw=grid_q, view=pipe.view)
                 siou = similarity_iou(llava_map, gt, step=self.settings.step)
-                coords, labels = extreme_points(sims[q].cpu(), (h, w), k=self.settings.k, t=self.settings.t,
-                                                down_sample=self.settings.down_sample)
-                coords_sam = to_sam_frame(coords[None].float(), [(h, w)], model.sam.img_size)[0]
-                p_logits, p_score = points_prompt_mask(self.sam_p, emb_p[u:u + 1], coords_sam.to(emb.device),
-                                                       labels.to(emb.device), in_hw, (h, w))
+                coords, labels = extreme_points(sim_q, (h, w), k=self.settings.k, t=self.settings.t,
+                                                down_sample=self.settings.down_sample, grid_hw=grid_q, view=pipe.view)
+                coords_sam = to_input_frame(coords[None].float(), [(h, w)], self.sam_p.img_size, self.sam_p.frame)[0]
+                p_logits, p_score = points_prompt_mask(self.sam_p, _one(emb_p, u), coords_sam.to(seg_hidden.device),
+                                                       labels.to(seg_hidden.device), in_hw, (h, w))
                 p_mask = (p_logits > 0).cpu()
                 coords_q = None if points is None else points.coords[q:q + 1]
                 labels_q = None if points is None else points.labels[q:q + 1]
                 sparse, dense = model.sam.prompt_tokens(proj[q:q + 1], coords_q, labels_q)
-                sam_sim = sam_decoder_similarity(model.sam, emb[u:u + 1], sparse, dense)
+                sam_sim = sam_decoder_similarity(model.sam, _one(emb, u), sparse, dense)
                 sam_map = None if sam_sim is None else sam_map_to_image(sam_sim[0].cpu(), model.sam.img_size, in_hw,
                                                                         (h, w))
                 entry = {
@@ -246,6 +256,7 @@ class Analyzer:
                     valid = None if points is None else points.valid[q].cpu()
                     fig = {
                         "gt": np.asarray(gt_all[0]), "llava_map": llava_map.numpy(),
+                        "vlm": {"llava": "LLaVA", "qwen2_5_vl": "Qwen2.5-VL"}.get(model.parts.kind, model.parts.kind),
                         "sam_map": None if sam_map is None else sam_map.numpy(),
                         "p_points": coords.numpy(), "p_labels": labels.numpy(), "p_mask": p_mask.numpy(),
                         "seg_mask": seg_mask.numpy(),
@@ -265,5 +276,6 @@ class Analyzer:
         from read.utils.render import write_png
 
         h, w = sample.image.shape[:2]
-        rgb = figure_row(sample.image, fig, clip_view_box(h, w, self.pipe.clip_size), query_text(sample))
+        box = clip_view_box(h, w, self.pipe.clip_size) if self.pipe.view == "center_crop" else None  # full: all seen
+        rgb = figure_row(sample.image, fig, box, query_text(sample))
         return write_png(self.out_dir / "figures" / f"{index:05d}.png", rgb)
