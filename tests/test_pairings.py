@@ -6,6 +6,7 @@ the pipeline's demo picture and the paper's analysis."""
 from __future__ import annotations
 
 import copy
+import json
 from pathlib import Path
 
 import numpy as np
@@ -182,3 +183,31 @@ def test_pretrained_folders_load_strictly(tmp_path):
     save_file(sd, str(tmp_path / "sam2" / "model.safetensors"), metadata={"format": "pt"})
     with pytest.raises(CheckpointKeyError, match="sam2.*missing"):
         build_read_model(loaded)
+
+
+def test_every_protocol_on_qwen_sam2(tmp_path):
+    """FP-RefCOCO (see / segment) and GSVA's gRefCOCO ([REJ], several [SEG]; teacher forced and generated) on a
+    Qwen2.5-VL + SAM 2 run trained GSVA-style for a few steps."""
+    import evaluate as evaluate_script
+    import train as train_script
+
+    config = ROOT / "configs" / "experiments" / "quickstart_qwen25vl_sam2.yaml"
+    run, data = tmp_path / "run", tmp_path / "data"
+    train_script.main(["--config", str(config), f"output_dir={run}", f"data.root={data}", "data.workers=0",
+                       "model.vlm.rej_token='[REJ]'", "data.style=gsva", "data.datasets=[sem_seg,refer_seg,vqa,reason_seg]",
+                       "data.sample_rates=[9,6,3,1]", "data.refer_seg_data=[refclef,refcoco,refcoco+,refcocog,grefcoco]",
+                       "train.progress=false", "train.epochs=1", "train.steps_per_epoch=3", "train.save_every=3",
+                       "eval.after_train=false", "--no_auto_resume"])
+
+    def evaluate(name: str, *extra: str) -> dict:
+        return evaluate_script.main([f"eval.output_dir={tmp_path / name}", "--run", str(run), "train.progress=false",
+                                     "eval.max_new_tokens=8", *extra])
+
+    fp = evaluate("fp", "eval.protocol=fp_refcoco", "eval.dataset=fprefcoco")
+    queries = [json.loads(line)["queries"] for line in (tmp_path / "fp" / "records.rank0.jsonl").read_text().splitlines()]
+    queries = [q for qs in queries for q in qs]
+    expected_see = sum(q["gt_exists"] == q["pred_exists"] for q in queries) / len(queries)
+    assert fp["metrics"]["see_segment"]["see"] == pytest.approx(expected_see)
+    for protocol in ("teacher_forced", "generate"):
+        res = evaluate(f"gres_{protocol}", f"eval.protocol={protocol}", "eval.dataset=grefcoco", "eval.split=val")
+        assert res["dataset"] == "grefcoco" and {"giou", "ciou", "n_acc", "t_acc"} <= set(res["metrics"]["overall"])
