@@ -185,3 +185,27 @@ def test_generation_seg_states_equal_teacher_forcing(scripted):
     detail = segment_generated_detail(model, batch, gen)
     assert [[tuple(m.shape) for m in row] for row in detail.masks] == [[(60, 80)], [(60, 80)], [(90, 50)], [(90, 50)]]
     assert detail.points.grid_hw.tolist() == [[2, 3], [2, 3], [3, 2], [3, 2]]
+
+
+def test_seg_and_rej_are_added_to_a_tokenizer_without_them():
+    """A released Qwen tokenizer has no [SEG]: it is added as one special token after the existing ids (and [REJ]
+    after it), listed in ``new_token_ids`` (their embedding rows get fresh values), never split by the BPE."""
+    import json as _json
+
+    from tokenizers import Tokenizer
+    from transformers import PreTrainedTokenizerFast
+
+    from read.model.qwen_tokenizer import QwenTokenizer
+
+    full = QwenTokenizer.build_tiny(600).hf
+    d = _json.loads(full.backend_tokenizer.to_str())
+    d["added_tokens"] = [a for a in d["added_tokens"] if a["content"] != "[SEG]"]
+    d["model"]["vocab"].pop("[SEG]", None)
+    base = PreTrainedTokenizerFast(tokenizer_object=Tokenizer.from_str(_json.dumps(d)), pad_token="<|endoftext|>",
+                                   eos_token="<|im_end|>")
+    n = len(base)
+    tok = QwenTokenizer(base, rej_token="[REJ]")
+    assert tok.new_token_ids == (n, n + 1) and (tok.seg_token_id, tok.rej_token_id) == (n, n + 1)
+    ids = tok.encode("it is [SEG], not [REJ].")
+    assert ids.count(n) == 1 and ids.count(n + 1) == 1
+    assert tok.decode(ids) == "it is [SEG], not [REJ]."
