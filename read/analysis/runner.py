@@ -25,7 +25,7 @@ from read.data.transforms import clip_view_box
 from read.eval import metrics as M
 from read.eval.overlay import query_text
 from read.model.sasp import dense_similarity_map, similarity_map, to_input_frame
-from read.model.tokens import gather_image_states, gather_image_states_padded
+from read.model.tokens import query_image_states
 from read.utils.jsonl import drop_partial_line, read_records
 from read.utils.logging import get_logger
 
@@ -194,10 +194,8 @@ class Analyzer:
         queries = model.find_queries(batch)
         seg_hidden = hidden[queries.rows, queries.cols]
         grids = model.parts.image_grids(model.vlm, batch)  # None: one square grid (LLaVA)
-        if grids is None:
-            image_hidden = gather_image_states(hidden, batch.input_ids, queries.rows, model.image_token_id)
-        else:  # per-image grids, padded to the largest
-            image_hidden, _ = gather_image_states_padded(hidden, batch.input_ids, queries.rows, model.image_token_id)
+        image_hidden = query_image_states(hidden, batch.input_ids, queries.rows, model.image_token_id,
+                                          per_image_grids=grids is not None)  # per-image grids: padded
         grid_hw = None if grids is None else grids[queries.image]
         sims = similarity_map(image_hidden, seg_hidden).float()  # [P, N]
         used, local = torch.unique(queries.image, sorted=True, return_inverse=True)

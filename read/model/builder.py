@@ -15,7 +15,7 @@ import torch
 from torch import nn
 
 from read.config import ModelConfig, ReadConfig, SamConfig
-from read.model.llava_backbone import build_llava, output_vocab_mask
+from read.model.llava_backbone import output_vocab_mask
 from read.model.projector import SegProjector
 from read.model.qwen_tokenizer import QwenTokenizer
 from read.model.read_model import ReadModel
@@ -31,28 +31,9 @@ LANGUAGE_MODEL_PREFIX = "llava.model.language_model."
 
 
 def build_tokenizer(cfg: ModelConfig) -> ReadTokenizer | QwenTokenizer:
-    """The SentencePiece tokenizer with official slow-tokenizer semantics and READ's added tokens (LLaVA), or the
-    Qwen2.5-VL tokenizer with them (``model.vlm.kind: qwen2_5_vl``)."""
-    vlm = cfg.vlm
-    if vlm.kind == "qwen2_5_vl":
-        src = vlm.tokenizer or vlm.pretrained
-        if src is None:
-            assert vlm.tiny_qwen is not None
-            return QwenTokenizer.build_tiny(vlm.tiny_qwen.tokenizer_vocab_size, seg_token=vlm.seg_token,
-                                            rej_token=vlm.rej_token)
-        return QwenTokenizer.from_pretrained(src, seg_token=vlm.seg_token, rej_token=vlm.rej_token)
-    kwargs = dict(
-        seg_token=vlm.seg_token,
-        rej_token=vlm.rej_token,
-        image_token=vlm.image_token,
-        use_im_start_end=vlm.use_im_start_end,
-        pad_token=vlm.pad_token,
-    )
-    source = vlm.tokenizer or vlm.pretrained
-    if source is None:
-        assert vlm.tiny is not None
-        return ReadTokenizer.build_tiny(vlm.tiny.tokenizer_vocab_size, **kwargs)
-    return ReadTokenizer.from_pretrained(source, **kwargs)
+    """The tokenizer of ``model.vlm.kind`` with READ's added tokens: LLaVA's SentencePiece with official
+    slow-tokenizer semantics, or Qwen2.5-VL's (``read.model.vlm_parts``)."""
+    return parts_for(cfg.vlm.kind).build_tokenizer(cfg.vlm)
 
 
 def build_sam(cfg: SamConfig) -> SamMaskHead | Sam2MaskHead:
@@ -184,12 +165,7 @@ def build_read_model(cfg: ReadConfig | ModelConfig, *, loss_cfg=None, device: to
     if tokenizer.seg_token_id is None or tokenizer.image_token_id is None:
         raise ValueError("tokenizer lacks the [SEG] or image token")
     parts = parts_for(cfg.vlm.kind)
-    if parts.kind == "llava":
-        vlm = build_llava(cfg.vlm, tokenizer, device=device)
-    else:
-        from read.model.qwen_backbone import build_qwen
-
-        vlm = build_qwen(cfg.vlm, tokenizer, device=device)
+    vlm = parts.build(cfg.vlm, tokenizer, device)
     hidden = vlm.config.text_config.hidden_size
     sam = build_sam(cfg.sam)
     sam.seg_prompt = cfg.seg_prompt

@@ -46,7 +46,7 @@ from torch import Tensor
 from read.model import llava_backbone as lb
 from read.model.batch import Batch
 from read.model.padding import left_pad, position_ids_from_mask, zero_padded_positions
-from read.model.tokens import gather_image_states, gather_image_states_padded
+from read.model.tokens import gather_image_states, query_image_states
 
 if TYPE_CHECKING:  # pragma: no cover
     from read.model.read_model import ReadModel
@@ -243,7 +243,7 @@ def greedy_generate(
     if image_grids is None:
         image_hidden = _image_states(prefill_hidden, ids, seg_rows, model.image_token_id)
     else:
-        image_hidden = gather_image_states_padded(prefill_hidden, ids, seg_rows, model.image_token_id)[0]
+        image_hidden = query_image_states(prefill_hidden, ids, seg_rows, model.image_token_id, per_image_grids=True)
     has_seg = torch.zeros(r, dtype=torch.bool, device=device)
     has_seg[seg_rows] = True
     return GenerationOutput(

@@ -36,7 +36,7 @@ from read.model.batch import Batch
 from read.model.losses import aggregate_mask_losses
 from read.model.outputs import LossOutput, ReadOutput, SegQueries
 from read.model.projector import SegProjector
-from read.model.tokens import gather_image_states, gather_image_states_padded, seg_query_positions
+from read.model.tokens import query_image_states, seg_query_positions
 from read.model.vlm_parts import parts_for
 
 
@@ -156,10 +156,8 @@ class ReadModel(nn.Module):
         seg_hidden = hidden[queries.rows, queries.cols]  # [P, C]
         image_hidden = None
         if self.point_prompter is not None and queries.rows.numel() > 0:
-            if image_grids is None:
-                image_hidden = gather_image_states(hidden, input_ids, queries.rows, self.image_token_id)
-            else:
-                image_hidden, _ = gather_image_states_padded(hidden, input_ids, queries.rows, self.image_token_id)
+            image_hidden = query_image_states(hidden, input_ids, queries.rows, self.image_token_id,
+                                              per_image_grids=image_grids is not None)
         grid_hw = None if image_grids is None else image_grids[queries.image]
         per_used, used, _, points = self.segment_states(
             seg_hidden, image_hidden, queries.image, pixel_values_sam, image_hw, sam_input_hw, grid_hw=grid_hw

@@ -106,3 +106,12 @@ def gather_image_states_padded(
     p_idx = torch.arange(rows.numel(), device=rows.device)[:, None].expand_as(is_img)
     out = out.index_put((p_idx[is_img], slot[is_img]), hidden[rows][is_img])
     return out, counts
+
+
+def query_image_states(hidden: Tensor, input_ids: Tensor, rows: Tensor, image_token_id: int, *, per_image_grids: bool
+                       ) -> Tensor:
+    """``[P, N, C]`` image-token states of the query rows: :func:`gather_image_states` (one grid for every image), or
+    with ``per_image_grids`` :func:`gather_image_states_padded` (padded to the largest grid)."""
+    if per_image_grids:
+        return gather_image_states_padded(hidden, input_ids, rows, image_token_id)[0]
+    return gather_image_states(hidden, input_ids, rows, image_token_id)

@@ -21,10 +21,13 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
+from read.config import VLMConfig
 from read.model import llava_backbone as lb
 from read.model import qwen_backbone as qb
 from read.model.batch import Batch
 from read.model.padding import position_ids_from_mask
+from read.model.qwen_tokenizer import QwenTokenizer
+from read.model.tokenizer import ReadTokenizer
 
 __all__ = ["LlavaParts", "QwenParts", "VLM_PARTS", "parts_for"]
 
@@ -36,6 +39,18 @@ class LlavaParts:
     attr = "llava"
     language_model_prefix = "llava.model.language_model."
     view = "center_crop"
+
+    def build_tokenizer(self, cfg: VLMConfig) -> ReadTokenizer:
+        kwargs = dict(seg_token=cfg.seg_token, rej_token=cfg.rej_token, image_token=cfg.image_token,
+                      use_im_start_end=cfg.use_im_start_end, pad_token=cfg.pad_token)
+        source = cfg.tokenizer or cfg.pretrained
+        if source is None:
+            assert cfg.tiny is not None
+            return ReadTokenizer.build_tiny(cfg.tiny.tokenizer_vocab_size, **kwargs)
+        return ReadTokenizer.from_pretrained(source, **kwargs)
+
+    def build(self, cfg: VLMConfig, tokenizer: ReadTokenizer, device: torch.device | None) -> nn.Module:
+        return lb.build_llava(cfg, tokenizer, device=device)
 
     def hidden_states(self, vlm: nn.Module, batch: Batch) -> Tensor:
         embeds = lb.embed_inputs(vlm, batch.input_ids, batch.pixel_values_clip, batch.row_to_image)
@@ -64,24 +79,38 @@ class QwenParts:
     language_model_prefix = "qwen.model.language_model."
     view = "full"
 
+    def build_tokenizer(self, cfg: VLMConfig) -> QwenTokenizer:
+        source = cfg.tokenizer or cfg.pretrained
+        if source is None:
+            assert cfg.tiny_qwen is not None
+            return QwenTokenizer.build_tiny(cfg.tiny_qwen.tokenizer_vocab_size, seg_token=cfg.seg_token,
+                                            rej_token=cfg.rej_token)
+        return QwenTokenizer.from_pretrained(source, seg_token=cfg.seg_token, rej_token=cfg.rej_token)
+
+    def build(self, cfg: VLMConfig, tokenizer: QwenTokenizer, device: torch.device | None) -> nn.Module:
+        return qb.build_qwen(cfg, tokenizer, device=device)
+
+    @staticmethod
+    def _grid_thw(batch: Batch) -> Tensor:
+        if batch.image_grid_thw is None:
+            raise ValueError("a Qwen2.5-VL batch needs image_grid_thw (collate with the Qwen2.5-VL image processor)")
+        return batch.image_grid_thw
+
     def hidden_states(self, vlm: nn.Module, batch: Batch) -> Tensor:
         embeds, pos, _ = self.prefill(vlm, batch.input_ids, batch.attention_mask, batch)
         return qb.language_model_forward(vlm, embeds, batch.attention_mask, pos)
 
     def image_grids(self, vlm: nn.Module, batch: Batch) -> Tensor:
-        if batch.image_grid_thw is None:
-            raise ValueError("a Qwen2.5-VL batch needs image_grid_thw (collate with the Qwen2.5-VL image processor)")
-        return qb.merged_grids(vlm, batch.image_grid_thw)
+        return qb.merged_grids(vlm, self._grid_thw(batch))
 
     def image_side(self, vlm: nn.Module) -> int:
         return int(vlm.config.vision_config.patch_size) * int(vlm.config.vision_config.spatial_merge_size)
 
     def prefill(self, vlm: nn.Module, ids: Tensor, am: Tensor, batch: Batch) -> tuple[Tensor, Tensor, Tensor]:
         """``(embeds [R, T, C], 3-D position ids [3, R, T], next position [R])``."""
-        if batch.image_grid_thw is None:
-            raise ValueError("a Qwen2.5-VL batch needs image_grid_thw (collate with the Qwen2.5-VL image processor)")
-        embeds = qb.embed_inputs(vlm, ids, batch.pixel_values_clip, batch.image_grid_thw, batch.row_to_image)
-        pos, next_pos = qb.rope_positions(vlm, ids, am, batch.image_grid_thw, batch.row_to_image)
+        thw = self._grid_thw(batch)
+        embeds = qb.embed_inputs(vlm, ids, batch.pixel_values_clip, thw, batch.row_to_image)
+        pos, next_pos = qb.rope_positions(vlm, ids, am, thw, batch.row_to_image)
         return embeds, pos, next_pos
 
     def step_positions(self, next_pos: Tensor) -> Tensor:
@@ -98,7 +127,3 @@ def parts_for(kind: str) -> LlavaParts | QwenParts:
     except KeyError:
         raise ValueError(f"unknown vision-language model kind {kind!r} (known: {sorted(VLM_PARTS)})") from None
 
-
-def vlm_dtype(vlm: nn.Module) -> torch.dtype:
-    """The dtype of the vision-language model's parameters."""
-    return next(vlm.parameters()).dtype
